@@ -1,0 +1,62 @@
+"""``gpunn info``: versions, the BLAS, and which backend ``auto`` would pick and why."""
+
+from __future__ import annotations
+
+import platform
+
+import click
+
+from gpunn.cli.main import DEVICE_OPTION, UserError
+
+
+def _version(module_name: str) -> str:
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        return "not installed"
+    except Exception as exc:  # a broken install should still let `gpunn info` report
+        return f"broken ({type(exc).__name__}: {exc})"
+    return getattr(module, "__version__", "unknown")
+
+
+def _blas() -> str:
+    import numpy as np
+
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # show_config's layout differs across NumPy versions
+        return "unknown"
+
+
+@click.command()
+@DEVICE_OPTION
+def info(device: str):
+    """Show versions, the BLAS and the backend gpunn would use (and why)."""
+    import numpy as np
+
+    from gpunn import __version__, backend
+
+    rows = [
+        ("gpunn", __version__),
+        ("Python", platform.python_version()),
+        ("NumPy", f"{np.__version__} (BLAS: {_blas()})"),
+        ("Numba", _version("numba")),
+        ("CuPy", _version("cupy")),
+    ]
+    try:
+        be = backend.select(device)
+    except backend.BackendUnavailable as exc:
+        raise UserError(str(exc)) from exc
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    rows.append(("backend", f"{be.name} on {be.device}"))
+    rows.append(("why", be.reason))
+    if be.name == "cupy":
+        mem = be.memory_info()
+        rows.append(("GPU memory", f"{mem['free'] / 2**30:.1f} GiB free of "
+                                   f"{mem['total'] / 2**30:.1f} GiB"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {value}")

@@ -1,0 +1,316 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU, chosen once.
+
+This is the only module of the library that imports CuPy, and it does so lazily, inside
+:func:`select`. Everything else receives a :class:`Backend` and uses ``backend.xp``.
+Other projects may import this module alone to run their own arrays on CPU or GPU::
+
+    from gpunn import backend
+    be = backend.select("auto")          # CuPy when a GPU works, else NumPy
+    x = be.asarray([[1, 2], [3, 4]])     # float32 on the chosen device
+    y = be.xp.tanh(x) @ x.T
+    print(be.name, be.device, be.to_numpy(y))
+
+Arrays cross to and from other libraries (PyTorch, JAX, ...) through DLPack, without a copy
+where both sides share a device::
+
+    t = torch.arange(4.0)
+    a = be.from_dlpack(t)                # a NumPy or CuPy array viewing t's memory
+    t2 = torch.from_dlpack(a)            # and back
+
+What it leaves out: multi-GPU placement beyond choosing ``cuda:N``, and mixed precision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpunn.errors import GpunnError
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "MixedArrayError",
+    "HostRNG",
+    "array_module",
+    "select",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "GPUNN_DEVICE"
+INSTALL_HINT = (
+    "install gpunn[cuda12] (or gpunn[cuda13]) on a machine with an NVIDIA GPU, or use --device cpu"
+)
+
+
+class BackendUnavailable(GpunnError, RuntimeError):
+    """The device that was asked for cannot be used; the message names the cause and the fix."""
+
+
+class MixedArrayError(GpunnError, TypeError):
+    """NumPy and CuPy arrays were mixed in one call."""
+
+
+class HostRNG:
+    """A random generator that draws on the host and copies to the backend's device.
+
+    Drawing on the host makes the same seed give the same numbers on CPU and GPU, so a
+    network initialised with ``seed=1`` starts from identical weights on both. Its state can
+    be saved and restored (``state`` / ``set_state``) for exact resume.
+    """
+
+    def __init__(self, backend: Backend, seed: int | None):
+        self._backend = backend
+        self.generator = np.random.Generator(np.random.PCG64(seed))
+
+    def normal(self, loc=0.0, scale=1.0, size=None, dtype=np.float32):
+        return self._backend.asarray(self.generator.normal(loc, scale, size), dtype=dtype)
+
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=np.float32):
+        return self._backend.asarray(self.generator.uniform(low, high, size), dtype=dtype)
+
+    def random(self, size=None, dtype=np.float32):
+        return self._backend.asarray(self.generator.random(size), dtype=dtype)
+
+    def permutation(self, n: int) -> np.ndarray:
+        """A host permutation of ``range(n)`` (indices stay on the host for slicing data)."""
+        return self.generator.permutation(n)
+
+    def integers(self, low, high=None, size=None) -> np.ndarray:
+        return self.generator.integers(low, high, size)
+
+    @property
+    def state(self) -> dict:
+        return self.generator.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.generator.bit_generator.state = state
+
+
+@dataclass
+class Backend:
+    """An array module and the device it runs on.
+
+    Attributes: ``name`` ("numpy" or "cupy"), ``xp`` (the module), ``device`` ("cpu" or
+    "cuda:N"), ``reason`` (why this backend was chosen, for ``gpunn info`` and logs).
+    """
+
+    name: str
+    xp: Any
+    device: str
+    reason: str = ""
+    _kernels: dict = field(default_factory=dict, repr=False)
+
+    # -- transfers -------------------------------------------------------------------------
+    def asarray(self, a, dtype=np.float32):
+        """``a`` as an array of this backend, float32 unless ``dtype`` says otherwise.
+
+        ``dtype=None`` keeps the input's dtype.
+        """
+        if self.name == "numpy":
+            _refuse_foreign(a, "asarray")
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        """A NumPy copy (or view, on the CPU) of ``a``."""
+        if isinstance(a, np.ndarray) or np.isscalar(a):
+            return np.asarray(a)
+        get = getattr(a, "get", None)
+        if get is not None:
+            return get()
+        return np.asarray(a)
+
+    def from_dlpack(self, obj):
+        """An array of this backend viewing ``obj`` (anything with ``__dlpack__``)."""
+        return self.xp.from_dlpack(obj)
+
+    # -- device ----------------------------------------------------------------------------
+    def rng(self, seed: int | None = None) -> HostRNG:
+        return HostRNG(self, seed)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU); call before reading a clock."""
+        if self.name == "cupy":
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def memory_info(self) -> dict:
+        """Device memory in bytes: ``total``, ``free`` and ``used`` by gpunn's pool.
+
+        On the CPU, ``total``/``free`` are the machine's RAM and ``used`` this process's RSS.
+        """
+        if self.name == "cupy":
+            free, total = self.xp.cuda.runtime.memGetInfo()
+            pool = self.xp.get_default_memory_pool()
+            return {"total": int(total), "free": int(free), "used": int(pool.used_bytes())}
+        return _host_memory()
+
+    def free_memory(self) -> None:
+        """Return cached device blocks to the driver (CuPy's pool); a no-op on the CPU."""
+        if self.name == "cupy":
+            self.xp.get_default_memory_pool().free_all_blocks()
+
+    # -- kernels ---------------------------------------------------------------------------
+    @property
+    def kernel_backend(self) -> str:
+        """The kernel implementation this backend asks the registry for first."""
+        return "cupy" if self.name == "cupy" else "numba"
+
+    def kernel(self, op: str):
+        """The implementation of kernel ``op`` for this backend (see ``gpunn.kernels``)."""
+        impl = self._kernels.get(op)
+        if impl is None:
+            from gpunn.kernels import registry
+
+            impl = registry.lookup(op, self.kernel_backend, fallback="numpy")
+            self._kernels[op] = impl
+        return impl
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.device})"
+
+
+# ---------------------------------------------------------------------------------------------
+def select(device: str | None = "auto") -> Backend:
+    """Choose the backend for ``device``: "auto", "cpu", "cuda" or "cuda:N".
+
+    ``None`` or "auto" read ``$GPUNN_DEVICE`` first. "auto" gives CuPy only when it imports,
+    reports a device and a small allocation on it works; otherwise NumPy, with the reason in
+    ``backend.reason``. "cuda"/"cuda:N" raise :class:`BackendUnavailable` when that fails.
+    """
+    spec = (device or "auto").strip().lower()
+    if spec == "auto":
+        spec = (os.environ.get(ENV_VAR) or "auto").strip().lower()
+    if spec == "cpu":
+        return _numpy_backend("asked for --device cpu")
+    if spec == "auto":
+        try:
+            return _cupy_backend(0)
+        except BackendUnavailable as exc:
+            reason = f"NumPy on the CPU: {exc.args[0]}"
+            log.info("gpunn backend: %s", reason)
+            return _numpy_backend(reason)
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index = 0
+        if spec.startswith("cuda:"):
+            text = spec[5:]
+            if not text.isdigit():
+                raise ValueError(
+                    f"device must be auto, cpu, cuda or cuda:N with N a GPU number; "
+                    f"received {device!r}"
+                )
+            index = int(text)
+        try:
+            return _cupy_backend(index)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(
+                f"--device {spec} was asked for but CuPy could not start ({exc.args[0]}); "
+                f"{INSTALL_HINT}"
+            ) from exc
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N; received {device!r}")
+
+
+def _numpy_backend(reason: str) -> Backend:
+    return Backend(name="numpy", xp=np, device="cpu", reason=reason)
+
+
+def _import_cupy():
+    """Import CuPy, or raise BackendUnavailable naming why. Separate so tests can replace it."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailable("CuPy is not installed") from exc
+    except Exception as exc:  # a broken CuPy install raises all sorts at import
+        raise BackendUnavailable(f"CuPy failed to import: {exc}") from exc
+    return cupy
+
+
+def _cupy_backend(index: int) -> Backend:
+    cupy = _import_cupy()
+    try:
+        if not cupy.is_available():
+            raise BackendUnavailable("CuPy found no usable CUDA device or driver")
+        count = cupy.cuda.runtime.getDeviceCount()
+        if index >= count:
+            raise BackendUnavailable(f"GPU {index} does not exist; this machine has {count}")
+        with cupy.cuda.Device(index):
+            # With CuPy installed but no driver, import succeeds and the first allocation
+            # raises CUDARuntimeError: make that happen here, not in the first layer.
+            probe = cupy.arange(4, dtype=cupy.float32)
+            float(probe.sum())
+        cupy.cuda.Device(index).use()
+        props = cupy.cuda.runtime.getDeviceProperties(index)
+        gpu = props.get("name", b"GPU")
+        gpu = gpu.decode() if isinstance(gpu, bytes) else str(gpu)
+    except BackendUnavailable:
+        raise
+    except Exception as exc:  # CUDARuntimeError, CUDADriverError, ... carry the driver's words
+        raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    return Backend(name="cupy", xp=cupy, device=f"cuda:{index}", reason=f"CuPy on {gpu}")
+
+
+def _refuse_foreign(a, where: str) -> None:
+    if type(a).__module__.startswith("cupy"):
+        raise MixedArrayError(
+            f"{where} on the NumPy backend received a CuPy array; move it to the host with "
+            f"backend.to_numpy(a) or select the cupy backend"
+        )
+
+
+def array_module(*arrays):
+    """NumPy or CuPy, whichever holds ``arrays`` (like ``cupy.get_array_module``).
+
+    Works without CuPy installed. Raises :class:`MixedArrayError` when both kinds are given.
+    """
+    kinds = set()
+    module = np
+    for a in arrays:
+        mod = type(a).__module__
+        if mod.startswith("cupy"):
+            import cupy
+
+            kinds.add("cupy")
+            module = cupy
+        elif isinstance(a, (np.ndarray, np.generic)):
+            kinds.add("numpy")
+    if len(kinds) > 1:
+        raise MixedArrayError(
+            "NumPy and CuPy arrays were mixed in one call; move them to one device first "
+            "(backend.asarray(...) or backend.to_numpy(...))"
+        )
+    return module
+
+
+def check_same_module(xp, *arrays, where: str = "gpunn") -> None:
+    """Raise MixedArrayError when an array does not belong to ``xp`` (NumPy vs CuPy)."""
+    want = "cupy" if xp.__name__.startswith("cupy") else "numpy"
+    for a in arrays:
+        mod = type(a).__module__
+        got = "cupy" if mod.startswith("cupy") else "numpy" if isinstance(a, np.ndarray) else None
+        if got is not None and got != want:
+            raise MixedArrayError(
+                f"{where} runs on {want} but received a {got} array; move it with "
+                f"backend.asarray(...) / backend.to_numpy(...) first"
+            )
+
+
+def _host_memory() -> dict:
+    total = free = 0
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        total, free = info.get("MemTotal", 0), info.get("MemAvailable", 0)
+    except OSError:
+        pass
+    used = 0
+    try:
+        import resource
+
+        used = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except (ImportError, OSError):
+        pass
+    return {"total": total, "free": free, "used": used}
