@@ -10,6 +10,7 @@ import click
 COMMAND_MODULES = {
     "gpunn.cli.info": ["info"],
     "gpunn.cli.data": ["data"],
+    "gpunn.cli.train": ["train", "evaluate", "predict", "summary"],
 }
 
 

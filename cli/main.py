@@ -20,7 +20,29 @@ class UserError(click.ClickException):
 
 
 class GpunnGroup(click.Group):
-    """A click group that turns gpunn's own errors into one-line user errors."""
+    """A click group whose errors are one line on stderr and an exit status, no traceback.
+
+    Click's own usage errors (a bad option value, a missing argument) and gpunn's errors
+    (``GpunnError``) both become ``gpunn: error: ...`` and exit 2.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            message = exc.format_message()
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                message += f" (see '{ctx.command_path} --help')"
+            click.echo(f"gpunn: error: {message}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("gpunn: aborted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         try:
@@ -80,11 +102,7 @@ def cli():
 
 
 def main(argv=None) -> None:
-    try:
-        cli.main(args=argv, prog_name="gpunn", standalone_mode=True)
-    except KeyboardInterrupt:
-        click.echo("gpunn: interrupted", err=True)
-        sys.exit(130)
+    cli.main(args=argv, prog_name="gpunn")
 
 
 if __name__ == "__main__":

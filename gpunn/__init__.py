@@ -1,10 +1,50 @@
 """gpunn: the networks of Nielsen's *Neural Networks and Deep Learning*, on NumPy or CuPy.
 
 Importing gpunn does no work: CuPy, Numba and the data are loaded when first used.
+
+    import gpunn
+    from gpunn.data import load_dataset
+    mnist = load_dataset("mnist")
+    net = gpunn.Network([784, 30, 10])
+    history = net.sgd(mnist.train, epochs=30, mini_batch_size=10, eta=3.0,
+                      evaluation_data=mnist.test)
+    gpunn.save(net, "ch1.npz")
 """
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "Network",
+    "History",
+    "save",
+    "load",
+    "gradcheck",
+    "GradientCheckError",
 ]
+
+_LAZY = {
+    "Network": ("gpunn.network", "Network"),
+    "History": ("gpunn.network", "History"),
+    "save": ("gpunn.io", "save"),
+    "load": ("gpunn.io", "load"),
+    "gradcheck": ("gpunn.gradcheck", "gradcheck"),
+    "GradientCheckError": ("gpunn.gradcheck", "GradientCheckError"),
+}
+
+
+def __getattr__(name):
+    # Public names resolve on first use, so `import gpunn` stays instant.
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'gpunn' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

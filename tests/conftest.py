@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -43,3 +45,24 @@ TOLERANCES = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float64): (1e-9, 1
 
 def tolerance(dtype) -> tuple[float, float]:
     return TOLERANCES[np.dtype(dtype)]
+
+
+# The book's MNIST file sits in shared/ beside the checkout on the project's machines and in
+# CI; elsewhere tests fall back to data they make themselves.
+BOOK_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.pkl.gz"
+
+
+@pytest.fixture(scope="session")
+def mnist_small():
+    """1,000 training images (N, 784) float32 and labels: MNIST's first 1,000 when the book's
+    file is at hand, else 1,000 noisy strokes of ten synthetic 'digits'."""
+    if BOOK_MNIST.exists():
+        from gpunn.data import load_mnist
+
+        train = load_mnist(BOOK_MNIST).train
+        return train.x(np.arange(1000)), train.labels[:1000].copy()
+    r = np.random.default_rng(0)
+    prototypes = (r.random((10, 784)) < 0.2).astype(np.float32)
+    y = r.integers(0, 10, 1000)
+    X = np.clip(prototypes[y] + 0.3 * r.standard_normal((1000, 784)), 0, 1)
+    return X.astype(np.float32), y

@@ -1,0 +1,78 @@
+"""The book's runs, by name: the settings behind each figure a reader wants to reproduce.
+
+Each preset is a dict of ``gpunn train`` settings; options given on the command line
+override it. ``book`` is the result the book reports for the run and where.
+"""
+
+from __future__ import annotations
+
+from gpunn.errors import ConfigError
+
+__all__ = ["PRESETS", "DEFAULTS", "get"]
+
+# The defaults of `gpunn train` are chapter 1's run.
+DEFAULTS = {
+    "sizes": [784, 30, 10],
+    "activation": "sigmoid",
+    "cost": "quadratic",
+    "eta": 3.0,
+    "batch_size": 10,
+    "epochs": 30,
+    "lmbda": 0.0,
+    "l1": 0.0,
+    "momentum": 0.0,
+    "dropout": 0.0,
+    "init": "large",
+    "early_stop": 0,
+    "schedule": 0,
+}
+
+PRESETS = {
+    "ch1": {
+        "summary": "chapter 1: 784-30-10 sigmoid, quadratic cost, eta 3.0",
+        "book": "95.42% test (best of 3 runs)",
+        "settings": {},
+    },
+    "ch1-100": {
+        "summary": "chapter 1: 784-100-10 sigmoid, quadratic cost, eta 3.0",
+        "book": "96.59% test",
+        "settings": {"sizes": [784, 100, 10]},
+    },
+    "ch3-xent": {
+        "summary": "chapter 3: 784-30-10, cross-entropy cost, eta 0.5",
+        "book": "95.49% test",
+        "settings": {"cost": "cross-entropy", "eta": 0.5},
+    },
+    "ch3-l2": {
+        "summary": "chapter 3: 784-30-10, cross-entropy, L2 lambda 5.0, eta 0.5",
+        "book": "96.49% test",
+        "settings": {"cost": "cross-entropy", "eta": 0.5, "lmbda": 5.0},
+    },
+    "ch3-l2-100": {
+        "summary": "chapter 3: 784-100-10, cross-entropy, L2 lambda 5.0, eta 0.5",
+        "book": "97.92% validation",
+        "settings": {"sizes": [784, 100, 10], "cost": "cross-entropy", "eta": 0.5,
+                     "lmbda": 5.0},
+    },
+    "ch3-init": {
+        "summary": "chapter 3: ch3-l2-100 with weights N(0, 1/n_in)",
+        "book": "about 98% validation",
+        "settings": {"sizes": [784, 100, 10], "cost": "cross-entropy", "eta": 0.5,
+                     "lmbda": 5.0, "init": "default"},
+    },
+    "3b1b": {
+        "summary": "3Blue1Brown's network: 784-16-16-10 sigmoid, 13,002 parameters",
+        "book": "about 96% test (3Blue1Brown, part 2)",
+        "settings": {"sizes": [784, 16, 16, 10]},
+    },
+}
+
+
+def get(name: str) -> dict:
+    """The settings of preset ``name`` merged over the defaults."""
+    try:
+        preset = PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} "
+                          f"(see `gpunn train --list-presets`)") from None
+    return {**DEFAULTS, **preset["settings"]}
