@@ -1,0 +1,150 @@
+"""`gpunn train`, `evaluate`, `predict` and `summary` through click's CliRunner, on a tiny
+MNIST-format file the test writes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gpunn.cli.main import cli
+
+
+def _digits(n, seed):
+    """n 28x28 images of ten crude, separable 'digits' (bars at a label-dependent place)."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 10, n)
+    X = np.zeros((n, 28, 28), np.float32)
+    for i, label in enumerate(y):
+        X[i, 2 + 2 * label: 5 + 2 * label, 4:24] = 1.0
+    X = np.clip(X + 0.1 * r.random(X.shape), 0, 255 / 256)
+    X = np.floor(X * 256) / 256  # the book's file holds k/256 values
+    return X.reshape(n, 784).astype(np.float32), y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mnist")
+    splits = (_digits(400, 0), _digits(100, 1), _digits(100, 2))
+    with gzip.open(d / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(splits, f, protocol=4)
+    return d
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+def test_train_writes_metrics_and_a_model_that_evaluates(data_dir, tmp_path):
+    metrics, model = tmp_path / "m.json", tmp_path / "net.npz"
+    r = run("train", "--epochs", 10, "--data-dir", data_dir, "--metrics-json", metrics,
+            "--save", model, "--sizes", "784,20,10", "--seed", 3)
+    assert r.exit_code == 0, r.output
+    assert "epoch  10/10" in r.output and "test accuracy" in r.output
+    m = json.loads(metrics.read_text())
+    assert [e["epoch"] for e in m["epochs"]] == list(range(1, 11))
+    assert 0.9 <= m["test_accuracy"] <= 1.0
+    assert 0.0 <= m["epochs"][-1]["evaluation_accuracy"] <= 1.0
+    assert m["device"] == "cpu" and m["config"]["sizes"] == [784, 20, 10]
+    r = run("evaluate", model, "--data-dir", data_dir, "--split", "test")
+    assert r.exit_code == 0, r.output
+    assert f"{m['test_accuracy']:.2%}" in r.output
+    r = run("summary", model)
+    assert r.exit_code == 0 and "15,910 parameters" in r.output
+
+
+def test_presets_apply_and_options_override_them(data_dir, tmp_path):
+    metrics = tmp_path / "m.json"
+    r = run("train", "--preset", "ch3-l2", "--epochs", 1, "--eta", 0.25, "--data-dir",
+            data_dir, "--metrics-json", metrics, "-q")
+    assert r.exit_code == 0, r.output
+    config = json.loads(metrics.read_text())["config"]
+    assert config["cost"] == "cross-entropy" and config["lmbda"] == 5.0
+    assert config["eta"] == 0.25 and config["epochs"] == 1
+
+
+def test_list_presets_names_the_books_runs():
+    r = run("train", "--list-presets")
+    assert r.exit_code == 0
+    for name in ("ch1", "ch1-100", "ch3-xent", "ch3-l2", "ch3-l2-100", "3b1b"):
+        assert name in r.output
+
+
+def test_summary_of_the_3b1b_preset_counts_13002():
+    r = run("summary", "--preset", "3b1b")
+    assert r.exit_code == 0
+    assert "13,002 parameters" in r.output
+
+
+def test_predict_classifies_an_image_file(data_dir, tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    model = tmp_path / "net.npz"
+    assert run("train", "--epochs", 5, "--data-dir", data_dir, "--save", model, "-q",
+               "--sizes", "784,30,10").exit_code == 0
+    # a light background with a dark bar where label 3's bar sits
+    img = np.full((56, 56), 255, np.uint8)
+    img[16:22, 8:48] = 0
+    PIL.fromarray(img).save(tmp_path / "digit.png")
+    r = run("predict", model, tmp_path / "digit.png")
+    assert r.exit_code == 0, r.output
+    assert "digit.png:" in r.output and "0:" in r.output and "9:" in r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--eta", "-1"], "--eta"),
+    (["train", "--batch-size", "0"], "--batch-size"),
+    (["train", "--sizes", "784,x,10"], "784,30,10"),
+    (["train", "--sizes", "100,10"], "must start with 784"),
+    (["train", "--preset", "ch9"], "unknown preset"),
+    (["train", "--device", "tpu"], "device must be"),
+    (["train", "--dataset", "cifar"], "--dataset"),
+    (["evaluate", "no-such-model.npz"], "does not exist"),
+    (["summary", "no-such-model.npz"], "does not exist"),
+    (["info", "--device", "cuda:x"], "cuda:N"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1, r.output
+    assert lines[0].startswith("gpunn: error:") and needle in lines[0]
+
+
+def test_bad_files_are_one_line_and_exit_2(data_dir, tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file")
+    image = tmp_path / "notes.png"
+    image.write_text("not an image")
+    model = tmp_path / "net.npz"
+    assert run("train", "--epochs", 1, "--data-dir", data_dir, "--save", model,
+               "-q").exit_code == 0
+    other = tmp_path / "other.npz"
+    with np.load(model) as z:
+        arrays = dict(z)
+    arrays["w0"] = np.zeros((5, 784), np.float32)  # mismatched with its architecture
+    np.savez(other, **arrays)
+    for args, needle in ((["evaluate", junk, "--data-dir", data_dir], "not a gpunn model"),
+                         (["evaluate", other, "--data-dir", data_dir], "w0 should have shape"),
+                         (["predict", model, image], "notes.png"),
+                         (["train", "--data-dir", tmp_path / "empty", "--epochs", 1],
+                          "--data-dir")):
+        r = run(*args)
+        lines = [line for line in r.output.splitlines() if line.strip()]
+        assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.output
+
+
+def test_info_reports_the_backend_and_why():
+    r = run("info", "--device", "cpu")
+    assert r.exit_code == 0
+    assert "backend" in r.output and "numpy on cpu" in r.output and "NumPy" in r.output
+
+
+def test_version():
+    r = run("--version")
+    assert r.exit_code == 0 and "gpunn" in r.output
