@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_LOGGED: set[str] = set()
 
 ENV_VAR = "GPUNN_DEVICE"
 INSTALL_HINT = (
@@ -192,7 +193,9 @@ def select(device: str | None = "auto") -> Backend:
             return _cupy_backend(0)
         except BackendUnavailable as exc:
             reason = f"NumPy on the CPU: {exc.args[0]}"
-            log.info("gpunn backend: %s", reason)
+            if reason not in _LOGGED:  # once per reason, not on every select()
+                _LOGGED.add(reason)
+                log.info("gpunn backend: %s", reason)
             return _numpy_backend(reason)
     if spec == "cuda" or spec.startswith("cuda:"):
         index = 0

@@ -42,9 +42,9 @@ def save(net, path, training: dict | None = None) -> Path:
         arrays[f"w{i}"] = net.backend.to_numpy(layer.w)
         arrays[f"b{i}"] = net.backend.to_numpy(layer.b)
     arrays["meta.json"] = np.frombuffer(json.dumps(meta, indent=1).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(part, "wb") as f:
             np.savez(f, **arrays)
             f.flush()

@@ -1,0 +1,170 @@
+"""Seconds per epoch of the book's fully connected networks, beside PyTorch CPU.
+
+    python benchmarks/bench_mlp.py               # speed, peak RSS of `gpunn train`
+    python benchmarks/bench_mlp.py --accuracy    # also: ch1 and ch3-l2-100, 3 seeds each
+    python benchmarks/bench_mlp.py --device cuda # CuPy vs PyTorch CUDA
+
+Both libraries train the same network (sigmoid, quadratic cost, η = 3.0) on the same
+MNIST training set in the same process, one epoch at a time after a warm-up epoch; the
+figures are medians over ``--repeat`` epochs. Set ``OPENBLAS_NUM_THREADS`` before starting
+(the script runs PyTorch with the same thread count). Results go to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import table, write_section  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = [([784, 30, 10], 10), ([784, 30, 10], 100), ([784, 100, 10], 10),
+           ([784, 100, 10], 100)]
+TARGETS = {((784, 30, 10), 10): 0.15, ((784, 30, 10), 100): 0.08}
+
+
+def gpunn_epoch_times(train, sizes, mb, repeat, device):
+    import gpunn
+
+    net = gpunn.Network(sizes, seed=1, backend=device)
+    net.sgd(train, 1, mb, 3.0)  # warm-up: JIT compilation, caches
+    return [net.sgd(train, 1, mb, 3.0)[0]["seconds"] for _ in range(repeat)]
+
+
+def torch_epoch_times(train, sizes, mb, repeat, device):
+    import torch
+
+    dev = torch.device("cuda" if device.startswith("cuda") else "cpu")
+    X = torch.from_numpy(train.x()).to(dev)
+    Y = torch.nn.functional.one_hot(torch.from_numpy(train.labels), 10).float().to(dev)
+    torch.manual_seed(1)
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.Sigmoid()]
+    model = torch.nn.Sequential(*layers).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=3.0)
+    n = X.shape[0]
+
+    def epoch():
+        perm = torch.randperm(n, device=dev)
+        start = time.perf_counter()
+        for k in range(0, n, mb):
+            idx = perm[k:k + mb]
+            out = model(X[idx])
+            loss = 0.5 * ((out - Y[idx]) ** 2).sum(dim=1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    epoch()
+    return [epoch() for _ in range(repeat)]
+
+
+def peak_rss_of_train(data_dir) -> float:
+    """Peak RSS (MB) of a one-epoch `gpunn train` run, as /usr/bin/time -v reports it."""
+    cmd = ["/usr/bin/time", "-v", str(Path(sys.executable).parent / "gpunn"), "train",
+           "--epochs", "1", "-q", "--device", "cpu"]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    kb = [line for line in out.splitlines() if "Maximum resident set size" in line][0]
+    return int(kb.split(":")[1]) / 1024
+
+
+def accuracy_runs(data, preset, seeds, device):
+    import gpunn
+    from gpunn import presets
+
+    c = presets.get(preset)
+    results = []
+    for seed in seeds:
+        net = gpunn.Network(c["sizes"], cost=c["cost"], init=c["init"], seed=seed,
+                            backend=device)
+        t0 = time.perf_counter()
+        history = net.sgd(data.train, c["epochs"], c["batch_size"], c["eta"],
+                          lmbda=c["lmbda"], evaluation_data=data.validation)
+        results.append({"seed": seed, "validation": history[-1]["evaluation_accuracy"],
+                        "test": net.accuracy(data.test),
+                        "seconds": time.perf_counter() - t0})
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+
+    from gpunn.data import load_dataset
+
+    data = load_dataset("mnist", data_dir=args.data_dir)
+    threads = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count() or 1))
+    have_torch = False
+    if not args.no_torch:
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+            have_torch = True
+        except ImportError:
+            pass
+
+    rows = []
+    for sizes, mb in CONFIGS:
+        g = statistics.median(gpunn_epoch_times(data.train, sizes, mb, args.repeat,
+                                                args.device))
+        t = (statistics.median(torch_epoch_times(data.train, sizes, mb, args.repeat,
+                                                 args.device)) if have_torch else None)
+        target = TARGETS.get((tuple(sizes), mb)) if args.device == "cpu" else None
+        row = ["-".join(map(str, sizes)), mb, f"{g:.3f}",
+               f"{t:.3f}" if t else "n/a", f"{t / g:.1f}x" if t else "n/a",
+               (f"≤ {target}: {'met' if g <= target else 'NOT met'}" if target else "")]
+        print(" | ".join(map(str, row)), flush=True)
+        rows.append(row)
+    body = (f"Device: {args.device}; BLAS and torch threads: {threads}; medians of "
+            f"{args.repeat} epochs after a warm-up epoch; sigmoid, quadratic cost, η=3.0, "
+            f"50,000 MNIST images.\n\n")
+    body += table(["network", "mini-batch", "gpunn s/epoch", "PyTorch s/epoch",
+                   "PyTorch / gpunn", "target"], rows)
+    if args.device == "cpu":
+        rss = peak_rss_of_train(args.data_dir)
+        print(f"peak RSS of `gpunn train --epochs 1`: {rss:.0f} MB", flush=True)
+        body += (f"\n\nPeak RSS of `gpunn train --epochs 1` (whole process, /usr/bin/time): "
+                 f"{rss:.0f} MB (target ≤ 250 MB: {'met' if rss <= 250 else 'NOT met'}).")
+    write_section(f"Fully connected network ({args.device})", body)
+
+    if args.accuracy:
+        acc_rows = []
+        for preset, key, target in (("ch1", "test", 0.95), ("ch3-l2-100", "validation",
+                                                             0.978)):
+            res = accuracy_runs(data, preset, [1, 2, 3], args.device)
+            med = statistics.median(r[key] for r in res)
+            each = ", ".join(f"seed {r['seed']}: {r[key]:.2%}" for r in res)
+            secs = statistics.median(r["seconds"] for r in res)
+            from gpunn.presets import PRESETS
+
+            acc_rows.append([preset, PRESETS[preset]["book"], each, f"{med:.2%} {key}",
+                             f"≥ {target:.1%}: {'met' if med >= target else 'NOT met'}",
+                             f"{secs:.0f}"])
+            print(acc_rows[-1], flush=True)
+        write_section(f"Fully connected network: accuracy ({args.device})", table(
+            ["preset", "book", "each seed (30 epochs)", "median", "target", "s per run"],
+            acc_rows))
+
+
+if __name__ == "__main__":
+    main()
