@@ -6,6 +6,7 @@ loop itself reports through callbacks (a tqdm bar per epoch and a line per epoch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -62,7 +63,8 @@ def _write_json_atomic(path: str, payload: dict) -> None:
         part.write_text(json.dumps(payload, indent=2) + "\n")
         os.replace(part, path)
     except OSError as exc:
-        part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
         raise UserError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 

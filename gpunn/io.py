@@ -10,6 +10,7 @@ trained on a GPU loads on a CPU-only machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -51,7 +52,8 @@ def save(net, path, training: dict | None = None) -> Path:
             os.fsync(f.fileno())
         os.replace(part, path)
     except OSError as exc:
-        part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
         raise ModelFileError(f"could not write model file {path}: {exc.strerror or exc}; "
                              f"check the directory exists, is writable and has space") from exc
     return path
