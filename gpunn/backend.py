@@ -161,14 +161,20 @@ class Backend:
         """The kernel implementation this backend asks the registry for first."""
         return "cupy" if self.name == "cupy" else "numba"
 
-    def kernel(self, op: str):
-        """The implementation of kernel ``op`` for this backend (see ``gpunn.kernels``)."""
-        impl = self._kernels.get(op)
+    def kernel(self, op: str, reference: bool = False):
+        """The implementation of kernel ``op`` for this backend (see ``gpunn.kernels``).
+
+        ``reference=True`` gives the NumPy reference, which runs on any backend through
+        ``xp``: the fallback when a fast kernel cannot take a configuration.
+        """
+        key = (op, reference)
+        impl = self._kernels.get(key)
         if impl is None:
             from gpunn.kernels import registry
 
-            impl = registry.lookup(op, self.kernel_backend, fallback="numpy")
-            self._kernels[op] = impl
+            kind = "numpy" if reference else self.kernel_backend
+            impl = registry.lookup(op, kind, fallback="numpy")
+            self._kernels[key] = impl
         return impl
 
     def __str__(self) -> str:

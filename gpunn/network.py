@@ -304,10 +304,13 @@ class Network:
         n = len(train)
         if n == 0:
             raise ConfigError("training_data is empty")
-        if momentum and self.velocities is None:
-            self.velocities = [(self.xp.zeros_like(layer.w), self.xp.zeros_like(layer.b))
-                               for layer in self.layers]
         xp, backend = self.xp, self.backend
+        # Whole chunks of SGD steps go through the dense_sgd kernel: one Numba call per chunk
+        # on the CPU, the NumPy reference (update_mini_batch in a loop) wherever it can't.
+        trainer = backend.kernel("dense_sgd")
+        if not trainer.supports(self, self.dropout):
+            trainer = backend.kernel("dense_sgd", reference=True)
+        state = trainer.prepare(self, momentum)
         history = History()
         eta0, best, best_epoch = eta, -1.0, 0
         chunk = max(mini_batch_size, (CHUNK // mini_batch_size) * mini_batch_size)
@@ -318,9 +321,7 @@ class Network:
                 idx = order[c0:c0 + chunk]
                 Xc = backend.asarray(train.x(idx), dtype=self.dtype)
                 Yc = self._eye[xp.asarray(train.labels[idx])]
-                for k in range(0, len(idx), mini_batch_size):
-                    self.update_mini_batch(Xc[k:k + mini_batch_size], Yc[k:k + mini_batch_size],
-                                           eta, lmbda, n, l1, momentum)
+                trainer.run(state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum)
                 if on_progress is not None:
                     on_progress(min(c0 + chunk, n), n)
             backend.synchronize()

@@ -3,7 +3,19 @@
 Each op has a readable NumPy reference (the oracle), a Numba CPU kernel and a CuPy GPU
 kernel. The library never imports these modules directly: it asks its backend,
 ``backend.kernel("conv2d")``, and the registry imports the implementation on first use, so
-``import gpunn`` compiles nothing.
+``import gpunn`` compiles nothing and imports neither Numba nor CuPy.
+
+Every implementation is an object with ``forward(...) -> (out, cache)`` and
+``backward(...)``::
+
+    conv2d.forward(x, w, b, stride=1, padding=0) -> (out, cache)
+    conv2d.backward(dout, cache, need_dx=True)  -> (dx, dw, db)
+    max_pool2d.forward(x, kernel=2, stride=None) -> (out, cache)
+    max_pool2d.backward(dout, cache)             -> dx
+    softmax_cross_entropy.forward(logits, labels)           -> (loss, probs)
+    softmax_cross_entropy.backward(probs, labels, scale=1.0) -> dlogits
+
+Shapes and the letters used for them are described in :mod:`gpunn.kernels.checks`.
 """
 
 from gpunn.kernels.registry import KernelNotFound, available, lookup, register
@@ -14,3 +26,16 @@ __all__ = [
     "lookup",
     "register",
 ]
+
+# op -> module stem; the implementations are ``gpunn.kernels.<stem>{,_numba,_cupy}:<op>``.
+_OPS = {"conv2d": "conv", "max_pool2d": "pool", "softmax_cross_entropy": "softmax_xent"}
+
+for _op, _stem in _OPS.items():
+    register(_op, "numpy", f"gpunn.kernels.{_stem}:{_op}")
+    register(_op, "numba", f"gpunn.kernels.{_stem}_numba:{_op}")
+    register(_op, "cupy", f"gpunn.kernels.{_stem}_cupy:{_op}")
+del _op, _stem
+
+# A whole chunk of SGD steps of a fully connected network (the NumPy loop is the reference).
+register("dense_sgd", "numpy", "gpunn.kernels.dense:DENSE_SGD")
+register("dense_sgd", "numba", "gpunn.kernels.dense_numba:DENSE_SGD")
