@@ -1,0 +1,55 @@
+"""Helpers shared by the kernel tests: the implementations to compare and a gradient check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gpunn.kernels import lookup
+
+# float32 sums of up to ~100 products of O(1) values: 1e-4 relative, 1e-4 absolute near zero.
+TOLERANCES = {np.dtype(np.float32): (1e-4, 1e-4), np.dtype(np.float64): (1e-9, 1e-10)}
+
+
+def tolerance(dtype) -> dict:
+    rtol, atol = TOLERANCES[np.dtype(dtype)]
+    return {"rtol": rtol, "atol": atol}
+
+
+def reference(op: str):
+    """The NumPy reference implementation of ``op`` (the oracle)."""
+    return lookup(op, "numpy")
+
+
+def numerical_gradient(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar ``f()`` with respect to each element of ``a``."""
+    grad = np.zeros_like(a)
+    flat, gflat = a.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + eps
+        plus = f()
+        flat[i] = keep - eps
+        minus = f()
+        flat[i] = keep
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.fixture(params=["reference", "backend"])
+def impl(request, backend):
+    """A function ``op -> implementation``: the NumPy reference, or the backend's kernel."""
+    if request.param == "reference":
+        return reference
+    return backend.kernel
+
+
+@pytest.fixture
+def oracle():
+    """The helpers above, for test modules (conftest is not importable as a module)."""
+
+    class Oracle:
+        tolerance = staticmethod(tolerance)
+        reference = staticmethod(reference)
+        numerical_gradient = staticmethod(numerical_gradient)
+
+    return Oracle
