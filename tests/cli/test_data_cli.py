@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from gpunn.cli.main import cli
 
+from gpunn.cli.main import cli
 from gpunn.data import download, mnist
 
 
