@@ -80,7 +80,8 @@ def peak_rss_of_train(data_dir) -> float:
     return int(kb.split(":")[1]) / 1024
 
 
-def accuracy_runs(data, preset, seeds, device):
+def accuracy_runs(data, preset, key, seeds, device):
+    """Train ``preset`` once per seed, evaluating each epoch on the split the book used."""
     import gpunn
     from gpunn import presets
 
@@ -91,9 +92,10 @@ def accuracy_runs(data, preset, seeds, device):
                             backend=device)
         t0 = time.perf_counter()
         history = net.sgd(data.train, c["epochs"], c["batch_size"], c["eta"],
-                          lmbda=c["lmbda"], evaluation_data=data.validation)
-        results.append({"seed": seed, "validation": history[-1]["evaluation_accuracy"],
-                        "test": net.accuracy(data.test),
+                          lmbda=c["lmbda"], evaluation_data=getattr(data, key))
+        per_epoch = history.series("evaluation_accuracy")
+        results.append({"seed": seed, "final": per_epoch[-1], "best": max(per_epoch),
+                        "best_epoch": per_epoch.index(max(per_epoch)) + 1,
                         "seconds": time.perf_counter() - t0})
     return results
 
@@ -149,18 +151,20 @@ def main():
         acc_rows = []
         for preset, key, target in (("ch1", "test", 0.95), ("ch3-l2-100", "validation",
                                                              0.978)):
-            res = accuracy_runs(data, preset, [1, 2, 3], args.device)
-            med = statistics.median(r[key] for r in res)
-            each = ", ".join(f"seed {r['seed']}: {r[key]:.2%}" for r in res)
-            secs = statistics.median(r["seconds"] for r in res)
             from gpunn.presets import PRESETS
 
+            res = accuracy_runs(data, preset, key, [1, 2, 3], args.device)
+            med = statistics.median(r["final"] for r in res)
+            each = ", ".join(f"seed {r['seed']}: {r['final']:.2%} (best {r['best']:.2%} at "
+                             f"epoch {r['best_epoch']})" for r in res)
+            secs = statistics.median(r["seconds"] for r in res)
             acc_rows.append([preset, PRESETS[preset]["book"], each, f"{med:.2%} {key}",
                              f"≥ {target:.1%}: {'met' if med >= target else 'NOT met'}",
                              f"{secs:.0f}"])
             print(acc_rows[-1], flush=True)
         write_section(f"Fully connected network: accuracy ({args.device})", table(
-            ["preset", "book", "each seed (30 epochs)", "median", "target", "s per run"],
+            ["preset", "book", "each seed: after 30 epochs (best epoch)", "median after 30",
+             "target", "s per run"],
             acc_rows))
 
 

@@ -33,7 +33,7 @@ import glob
 import os
 
 import numpy as np
-from numba import njit, typed, types
+from numba import njit, types
 
 from gpunn.errors import ConfigError
 
@@ -236,12 +236,12 @@ class _State:
     def __init__(self, net, momentum):
         self.n_in = net.layers[0].n_in
         self.sizes = [layer.n_out for layer in net.layers]
-        self.weights = typed.List([layer.w for layer in net.layers])
-        self.biases = typed.List([layer.b for layer in net.layers])
+        self.weights = tuple([layer.w for layer in net.layers])
+        self.biases = tuple([layer.b for layer in net.layers])
         if momentum:  # the network's own velocities, so they persist across sgd calls
-            self.vel_w = typed.List([vw for vw, _ in net.velocities])
-            self.vel_b = typed.List([vb for _, vb in net.velocities])
-        else:  # never read without momentum; the kernel wants lists of the right type
+            self.vel_w = tuple([vw for vw, _ in net.velocities])
+            self.vel_b = tuple([vb for _, vb in net.velocities])
+        else:  # never read without momentum; the kernel wants tuples of the right type
             self.vel_w, self.vel_b = self.weights, self.biases
         cost, output = _OUTPUTS[(net.cost.name, net.layers[-1].activation.name)]
         hidden = _ACTIVATIONS.get(net.layers[0].activation.name, LINEAR)
@@ -252,9 +252,9 @@ class _State:
     def scratch(self, mini_batch_size):
         if mini_batch_size > self.capacity:
             self.capacity = mini_batch_size
-            self.acts = typed.List([np.empty(mini_batch_size * s, np.float32)
+            self.acts = tuple([np.empty(mini_batch_size * s, np.float32)
                                     for s in self.sizes])
-            self.deltas = typed.List([np.empty(mini_batch_size * s, np.float32)
+            self.deltas = tuple([np.empty(mini_batch_size * s, np.float32)
                                       for s in self.sizes])
         return self.acts, self.deltas
 
@@ -285,7 +285,11 @@ class DenseSGDNumba:
         return True
 
     def prepare(self, net, momentum) -> _State:
-        """Lists of the layers' arrays (updated in place, so they stay valid), and velocities."""
+        """Tuples of the layers' arrays (updated in place, so they stay valid), and velocities.
+
+        Tuples, not numba.typed.List: a typed List compiles its methods at first use (half a
+        second and ~55 MB of LLVM each process); a homogeneous tuple costs nothing.
+        """
         if not _bind_sgemm():
             raise ConfigError("dense_sgd (numba) needs NumPy's bundled ILP64 OpenBLAS "
                               "(scipy_cblas_sgemm64_), which this NumPy lacks; check "
