@@ -56,7 +56,7 @@ PRESETS = {
     },
     "ch3-init": {
         "summary": "chapter 3: ch3-l2-100 with weights N(0, 1/n_in)",
-        "book": "about 98% validation",
+        "book": "learns faster than ch3-l2-100; about the same final accuracy",
         "settings": {"sizes": [784, 100, 10], "cost": "cross-entropy", "eta": 0.5,
                      "lmbda": 5.0, "init": "default"},
     },
