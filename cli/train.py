@@ -259,14 +259,24 @@ def predict(model, images, device):
     from gpunn.images import load_digit
 
     net = gpunn.load(model, backend=select_backend(device))
-    if net.sizes[0] != 784:
-        raise UserError(f"{model} expects {net.sizes[0]} inputs; predict needs a network "
+    if net.n_in != 784:
+        raise UserError(f"{model} expects {net.n_in} inputs; predict needs a network "
                         f"with 784 inputs (28x28 images)")
     X = np.stack([load_digit(path) for path in images])
     out = net.backend.to_numpy(net.feedforward(net.backend.asarray(X)))
     for path, a in zip(images, out):
         acts = "  ".join(f"{k}:{v:.3f}" for k, v in enumerate(a))
         click.echo(f"{path}: {int(a.argmax())}   [{acts}]")
+
+
+def _print_layer_summary(net) -> None:
+    rows = net.summary()
+    width = max(len(r["layer"]) for r in rows)
+    click.echo(f"{'layer':<{width}}  {'output':>14}{'weights':>12}{'biases':>10}")
+    for r in rows:
+        shape = "x".join(map(str, r["output_shape"]))
+        click.echo(f"{r['layer']:<{width}}  {shape:>14}{r['weights']:>12,}{r['biases']:>10,}")
+    click.echo(f"total: {net.num_params:,} parameters")
 
 
 @click.command()
@@ -281,7 +291,12 @@ def summary(model, preset, sizes):
         from gpunn.io import read_meta
 
         meta, _ = read_meta(model)
-        sizes = meta["architecture"]["sizes"]
+        sizes = meta["architecture"].get("sizes")
+        if sizes is None:
+            import gpunn
+
+            _print_layer_summary(gpunn.load(model, backend="cpu"))
+            return
     elif preset:
         sizes = presets.get(preset)["sizes"]
     elif sizes is None:

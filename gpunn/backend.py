@@ -69,6 +69,11 @@ class HostRNG:
         self._backend = backend
         self.generator = np.random.Generator(np.random.PCG64(seed))
 
+    @property
+    def xp(self):
+        """The array module of the backend the draws are copied to."""
+        return self._backend.xp
+
     def normal(self, loc=0.0, scale=1.0, size=None, dtype=np.float32):
         return self._backend.asarray(self.generator.normal(loc, scale, size), dtype=dtype)
 

@@ -62,7 +62,8 @@ def gradcheck(net, X, y, *, lmbda=0.0, l1=0.0, n=None, eps=1e-6, rtol=1e-5, atol
     net.rng.set_state(state)
     pick = np.random.default_rng(seed)
     worst = 0.0
-    for l, layer in enumerate(net.layers):
+    layers = [layer for layer in net.layers if layer.param_groups()]
+    for l, layer in enumerate(layers):
         for name, param, grad in (("weights", layer.w, nabla_w[l]), ("biases", layer.b,
                                                                      nabla_b[l])):
             grad = net.backend.to_numpy(grad)

@@ -40,8 +40,9 @@ def save(net, path, training: dict | None = None) -> Path:
     }
     arrays = {}
     for i, layer in enumerate(net.layers):
-        arrays[f"w{i}"] = net.backend.to_numpy(layer.w)
-        arrays[f"b{i}"] = net.backend.to_numpy(layer.b)
+        for name in ("w", "b"):
+            if getattr(layer, name, None) is not None:
+                arrays[f"{name}{i}"] = net.backend.to_numpy(getattr(layer, name))
     arrays["meta.json"] = np.frombuffer(json.dumps(meta, indent=1).encode(), dtype=np.uint8)
     part = path.with_name(path.name + ".part")
     try:
@@ -89,26 +90,29 @@ def read_meta(path) -> tuple[dict, dict]:
 
 def load(path, backend="auto"):
     """The network saved at ``path``, on ``backend`` (a Backend or device string)."""
+    from gpunn.layers import from_config
     from gpunn.network import Network
 
     meta, arrays = read_meta(path)
     arch = meta.get("architecture") or {}
     try:
-        net = Network(arch["sizes"], cost=arch["cost"], activation=arch["activation"],
-                      output_activation=arch["output_activation"], init=arch.get("init",
-                                                                                 "default"),
-                      dropout=arch.get("dropout", 0.0), seed=0, backend=backend)
+        layers = [from_config(c) for c in arch["layers"]]
+        net = Network(layers, cost=arch["cost"], init=arch.get("init", "default"), seed=0,
+                      backend=backend, input_shape=arch["input_shape"])
     except (KeyError, TypeError, ConfigError) as exc:
         raise ModelFileError(f"{path}: its architecture record is invalid ({exc})") from exc
     net.seed = arch.get("seed")
+    net.sizes = arch.get("sizes")
     for i, layer in enumerate(net.layers):
-        for name, want in (("w", (layer.n_out, layer.n_in)), ("b", (layer.n_out,))):
+        for name, param in (("w", getattr(layer, "w", None)), ("b", getattr(layer, "b", None))):
+            if param is None:
+                continue
             a = arrays.get(f"{name}{i}")
-            if a is None or a.shape != want:
+            if a is None or a.shape != param.shape:
                 got = None if a is None else a.shape
                 raise ModelFileError(
-                    f"{path}: parameter {name}{i} should have shape {want} for sizes "
-                    f"{arch['sizes']}; the file has {got} — the file does not match its "
+                    f"{path}: parameter {name}{i} should have shape {tuple(param.shape)} for "
+                    f"layer {layer!r}; the file has {got} — the file does not match its "
                     f"architecture (corrupt or edited)"
                 )
             setattr(layer, name, net.backend.asarray(a, dtype=net.dtype))

@@ -1,11 +1,19 @@
-"""Layers of a network: each keeps its parameters, runs forward and backward side by side.
+"""Layers of a network: each keeps its parameters and runs forward and backward side by side.
 
-A layer's ``forward(x, train)`` stores what ``backward`` needs under named attributes;
-``backward(delta)`` takes δ = ∂C/∂z of this layer (one row per example, already divided by
-the batch size) and sets ``nabla_w``/``nabla_b`` (BP3, BP4), returning ∂C/∂a of the layer
-below (the first half of BP2). ``delta_from(grad_a)`` finishes BP2: δ = grad_a ⊙ σ'(z).
+Every layer has the same small protocol, so one :class:`gpunn.Network` trains any stack:
 
-What it leaves out (for now): convolutional layers, which arrive with chapter 6.
+- ``build(input_shape, backend, rng, init, dtype) -> output_shape`` checks that the layer
+  accepts the per-example ``input_shape`` (raising with both shapes named), draws its
+  parameters and looks up the kernels it needs.
+- ``forward(x, train, rng)`` keeps what backward needs under named attributes (``self._z``).
+- ``backward(grad, need_grad_input)`` takes ∂C/∂a of the layer's output (one row per example,
+  already divided by the batch size), sets the parameter gradients (``nabla_w``, ``nabla_b``)
+  and returns ∂C/∂x of its input. ``backward_delta(delta, ...)`` starts one step later, from
+  δ = ∂C/∂z, which is what a cost hands the output layer (BP1).
+- ``param_groups()`` lists ``(param, grad, decays)``: weights decay under L2/L1, biases not.
+
+Shapes: fully connected layers take (N, n_in) (or any (N, ...) whose per-example size is
+n_in, flattened as network3 does); convolutional layers take (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -17,70 +25,362 @@ import numpy as np
 from gpunn import activations
 from gpunn.errors import ConfigError
 
-__all__ = ["FullyConnected", "INITS"]
+__all__ = ["Layer", "FullyConnected", "Softmax", "Conv2D", "MaxPool", "ConvPool", "Flatten",
+           "INITS", "from_config"]
 
-INITS = ("default", "large")
+INITS = ("default", "large", "network3")
 
 
-class FullyConnected:
+def _check_init(init: str) -> None:
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {', '.join(INITS)}; received {init!r}")
+
+
+def _check_dropout(dropout: float) -> float:
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1); received {dropout}")
+    return float(dropout)
+
+
+def _positive(name: str, **values) -> None:
+    for key, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} needs {key} to be an integer >= 1; received {value!r}")
+
+
+class Layer:
+    """The protocol; layers without parameters inherit the empty parts."""
+
+    dropout = 0.0
+    kind = "layer"
+
+    def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
+        raise NotImplementedError
+
+    def param_groups(self) -> list:
+        return []
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(np.prod(p.shape)) for p, _, _ in self.param_groups())
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+class FullyConnected(Layer):
     """z = x Wᵀ + b, a = σ(z), for x of shape (N, n_in); W has the book's shape (n_out, n_in).
 
-    ``dropout`` is the probability of dropping each unit during training (inverted dropout:
-    kept units are scaled by 1/(1 - p), so evaluation needs no rescaling).
+    ``dropout`` drops each *input* of the layer with that probability in training, as
+    network3's ``p_dropout`` does (so a hidden layer's units are dropped by the layer above).
+    ``dropout_mode`` "inverted" (the default) scales the kept inputs by 1/(1 − p) in training;
+    "scale-at-eval" (network3) keeps them as they are and scales by (1 − p) at evaluation.
     """
 
-    def __init__(self, n_in: int, n_out: int, activation="sigmoid", dropout: float = 0.0):
+    kind = "fully-connected"
+
+    def __init__(self, n_in: int, n_out: int, activation="sigmoid", dropout: float = 0.0,
+                 dropout_mode: str = "inverted"):
         if n_in < 1 or n_out < 1:
             raise ConfigError(f"a layer needs n_in >= 1 and n_out >= 1; received "
                               f"n_in={n_in}, n_out={n_out}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1); received {dropout}")
+        if dropout_mode not in ("inverted", "scale-at-eval"):
+            raise ConfigError(f"dropout_mode must be 'inverted' or 'scale-at-eval'; received "
+                              f"{dropout_mode!r}")
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.activation = activations.get(activation)
-        self.dropout = float(dropout)
+        self.dropout = _check_dropout(dropout)
+        self.dropout_mode = dropout_mode
         self.w = self.b = None
+
+    def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
+        size = int(np.prod(input_shape))
+        if size != self.n_in:
+            raise ConfigError(
+                f"{self!r} expects {self.n_in} inputs per example but the layer below gives "
+                f"shape {tuple(input_shape)} = {size} values; set n_in={size}"
+            )
+        self.init_params(rng, init, dtype)
+        return (self.n_out,)
+
+    def init_params(self, rng, init: str = "default", dtype=np.float32) -> None:
+        """Gaussian weights: N(0, 1/n_in) for ``default`` (chapter 3), N(0, 1) for ``large``
+        (chapter 1), N(0, 1/n_out) for ``network3`` (what network3.py does); biases N(0, 1)."""
+        _check_init(init)
+        fan = {"default": self.n_in, "large": 1, "network3": self.n_out}[init]
+        self.w = rng.normal(0.0, 1.0 / math.sqrt(fan), (self.n_out, self.n_in), dtype=dtype)
+        self.b = rng.normal(0.0, 1.0, (self.n_out,), dtype=dtype)
+
+    def forward(self, x, train: bool = False, rng=None):
+        self._in_shape = x.shape
+        if x.ndim != 2:
+            x = x.reshape(x.shape[0], -1)
+        self._mask = None
+        if self.dropout:
+            keep = 1.0 - self.dropout
+            if train:
+                mask = rng.random(x.shape, dtype=x.dtype) < keep
+                scale = 1.0 / keep if self.dropout_mode == "inverted" else 1.0
+                self._mask = mask * x.dtype.type(scale)
+                x = x * self._mask
+            elif self.dropout_mode == "scale-at-eval":
+                x = x * x.dtype.type(keep)
+        z = x @ self.w.T
+        z += self.b
+        self._x, self._z = x, z
+        self._a = self.activation.fn(z)
+        return self._a
+
+    def delta_from(self, grad_a):
+        """δ = ∂C/∂a ⊙ σ'(z): BP2's elementwise half."""
+        return grad_a * self.activation.prime(self._z, self._a)
+
+    def backward_delta(self, delta, need_grad_input: bool = True):
+        self.nabla_b = delta.sum(axis=0)
+        self.nabla_w = delta.T @ self._x
+        if not need_grad_input:
+            return None
+        grad = delta @ self.w
+        if self._mask is not None:
+            grad *= self._mask
+        return grad.reshape(self._in_shape)
+
+    def backward(self, grad, need_grad_input: bool = True):
+        return self.backward_delta(self.delta_from(grad), need_grad_input)
+
+    def param_groups(self) -> list:
+        return [(self.w, getattr(self, "nabla_w", None), True),
+                (self.b, getattr(self, "nabla_b", None), False)]
 
     @property
     def num_params(self) -> int:
         return self.n_out * self.n_in + self.n_out
 
+    def config(self) -> dict:
+        c = {"type": "FullyConnected", "n_in": self.n_in, "n_out": self.n_out,
+             "activation": self.activation.name, "dropout": self.dropout}
+        if self.dropout_mode != "inverted":
+            c["dropout_mode"] = self.dropout_mode
+        return c
+
+
+class Softmax(FullyConnected):
+    """A softmax output layer (network3's SoftmaxLayer): weights and biases start at zero.
+
+    Paired with the log-likelihood cost, whose gradient the fused softmax-cross-entropy
+    kernel computes from the logits ``self._z``.
+    """
+
+    kind = "softmax"
+
+    def __init__(self, n_in: int, n_out: int, dropout: float = 0.0,
+                 dropout_mode: str = "inverted"):
+        super().__init__(n_in, n_out, "softmax", dropout, dropout_mode)
+
     def init_params(self, rng, init: str = "default", dtype=np.float32) -> None:
-        """Gaussian weights: N(0, 1/n_in) for ``default`` (chapter 3), N(0, 1) for ``large``."""
-        if init not in INITS:
-            raise ConfigError(f"init must be one of {', '.join(INITS)}; received {init!r}")
-        scale = 1.0 / math.sqrt(self.n_in) if init == "default" else 1.0
-        self.w = rng.normal(0.0, scale, (self.n_out, self.n_in), dtype=dtype)
-        self.b = rng.normal(0.0, 1.0, (self.n_out,), dtype=dtype)
+        _check_init(init)
+        xp = rng.xp
+        self.w = xp.zeros((self.n_out, self.n_in), dtype=dtype)
+        self.b = xp.zeros((self.n_out,), dtype=dtype)
 
-    def forward(self, x, train: bool = False, rng=None):
-        z = x @ self.w.T
-        z += self.b
-        a = self.activation.fn(z)
-        self._x, self._z, self._a, self._mask = x, z, a, None
-        if train and self.dropout:
-            keep = 1.0 - self.dropout
-            mask = rng.random(a.shape, dtype=a.dtype) < keep
-            self._mask = mask * a.dtype.type(1.0 / keep)
-            return a * self._mask
-        return a
+    def config(self) -> dict:
+        c = super().config()
+        c["type"] = "Softmax"
+        del c["activation"]
+        return c
 
-    def delta_from(self, grad_a):
-        """δ = ∂C/∂a ⊙ (dropout mask) ⊙ σ'(z): BP2's elementwise half."""
-        if self._mask is not None:
-            grad_a = grad_a * self._mask
-        return grad_a * self.activation.prime(self._z, self._a)
 
-    def backward(self, delta, need_grad_input: bool = True):
-        self.nabla_b = delta.sum(axis=0)
-        self.nabla_w = delta.T @ self._x
-        return delta @ self.w if need_grad_input else None
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C·H·W)."""
 
-    def params(self) -> list:
-        return [self.w, self.b]
+    kind = "flatten"
 
-    def grads(self) -> list:
-        return [self.nabla_w, self.nabla_b]
+    def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
+        return (int(np.prod(input_shape)),)
 
-    def describe(self) -> str:
-        extra = f", dropout={self.dropout}" if self.dropout else ""
-        return f"FullyConnected({self.n_in} -> {self.n_out}, {self.activation.name}{extra})"
+    def forward(self, x, train=False, rng=None):
+        self._in_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad, need_grad_input=True):
+        return grad.reshape(self._in_shape) if need_grad_input else None
+
+    def config(self) -> dict:
+        return {"type": "Flatten"}
+
+
+def _conv_init(rng, init, f, c, k, fan_out, dtype):
+    """Filters (F, C, K, K) ~ N(0, 1/fan_in) (``default``), N(0, 1) (``large``) or
+    N(0, 1/fan_out) as network3 draws them; biases N(0, 1)."""
+    _check_init(init)
+    fan = {"default": c * k * k, "large": 1, "network3": fan_out}[init]
+    w = rng.normal(0.0, 1.0 / math.sqrt(fan), (f, c, k, k), dtype=dtype)
+    return w, rng.normal(0.0, 1.0, (f,), dtype=dtype)
+
+
+class Conv2D(Layer):
+    """a = σ(conv(x, W) + b) for x (N, C, H, W), W (F, C, K, K): stride and zero padding."""
+
+    kind = "conv2d"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5,
+                 stride: int = 1, padding: int = 0, activation="relu"):
+        _positive("Conv2D", in_channels=in_channels, out_channels=out_channels,
+                  kernel_size=kernel_size, stride=stride)
+        if not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ConfigError(f"Conv2D needs padding >= 0; received {padding!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
+        self.activation = activations.get(activation)
+        self.w = self.b = None
+
+    def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ConfigError(
+                f"{self!r} expects inputs of shape (C={self.in_channels}, H, W) per example; "
+                f"the layer below gives {tuple(input_shape)}"
+            )
+        _, h, w = input_shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if oh < 1 or ow < 1:
+            raise ConfigError(f"{self!r} cannot slide a {k}x{k} kernel over a {h}x{w} input "
+                              f"with padding {p}")
+        self.conv = backend.kernel("conv2d")
+        self.w, self.b = _conv_init(rng, init, self.out_channels, self.in_channels, k,
+                                    self.out_channels * k * k, dtype)
+        return (self.out_channels, oh, ow)
+
+    def forward(self, x, train=False, rng=None):
+        self._z, self._cache = self.conv.forward(x, self.w, self.b, self.stride, self.padding)
+        self._a = self.activation.fn(self._z)
+        return self._a
+
+    def backward(self, grad, need_grad_input=True):
+        delta = grad * self.activation.prime(self._z, self._a)
+        dx, self.nabla_w, self.nabla_b = self.conv.backward(delta, self._cache,
+                                                            need_dx=need_grad_input)
+        return dx
+
+    def param_groups(self) -> list:
+        return [(self.w, getattr(self, "nabla_w", None), True),
+                (self.b, getattr(self, "nabla_b", None), False)]
+
+    def config(self) -> dict:
+        return {"type": "Conv2D", "in_channels": self.in_channels,
+                "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "padding": self.padding,
+                "activation": self.activation.name}
+
+
+class MaxPool(Layer):
+    """Max-pooling over ``kernel``×``kernel`` windows every ``stride`` pixels (default kernel)."""
+
+    kind = "max-pool"
+
+    def __init__(self, kernel: int = 2, stride: int | None = None):
+        _positive("MaxPool", kernel=kernel, stride=stride or kernel)
+        self.kernel, self.stride = int(kernel), int(stride or kernel)
+
+    def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
+        if len(input_shape) != 3:
+            raise ConfigError(f"{self!r} expects inputs of shape (C, H, W) per example; the "
+                              f"layer below gives {tuple(input_shape)}")
+        c, h, w = input_shape
+        if h < self.kernel or w < self.kernel:
+            raise ConfigError(f"{self!r} cannot pool a {h}x{w} input")
+        self.pool = backend.kernel("max_pool2d")
+        k, s = self.kernel, self.stride
+        return (c, (h - k) // s + 1, (w - k) // s + 1)
+
+    def forward(self, x, train=False, rng=None):
+        out, self._cache = self.pool.forward(x, self.kernel, self.stride)
+        return out
+
+    def backward(self, grad, need_grad_input=True):
+        return self.pool.backward(grad, self._cache) if need_grad_input else None
+
+    def config(self) -> dict:
+        return {"type": "MaxPool", "kernel": self.kernel, "stride": self.stride}
+
+
+class ConvPool(Layer):
+    """network3's ConvPoolLayer: a valid convolution, max-pooling, then σ(pooled + b).
+
+    Pooling before the bias and activation gives the same result as after (the bias is per
+    channel and σ is increasing) and applies σ to 4× fewer values.
+    """
+
+    kind = "conv-pool"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5,
+                 pool: int = 2, activation="sigmoid"):
+        _positive("ConvPool", in_channels=in_channels, out_channels=out_channels,
+                  kernel_size=kernel_size, pool=pool)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.pool_size = int(kernel_size), int(pool)
+        self.activation = activations.get(activation)
+        self.w = self.b = None
+
+    def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ConfigError(
+                f"{self!r} expects inputs of shape (C={self.in_channels}, H, W) per example; "
+                f"the layer below gives {tuple(input_shape)}"
+            )
+        _, h, w = input_shape
+        k, p = self.kernel_size, self.pool_size
+        oh, ow = (h - k + 1) // p, (w - k + 1) // p
+        if oh < 1 or ow < 1:
+            raise ConfigError(f"{self!r} cannot convolve and pool a {h}x{w} input")
+        self.conv = backend.kernel("conv2d")
+        self.pool = backend.kernel("max_pool2d")
+        self.w, self.b = _conv_init(rng, init, self.out_channels, self.in_channels, k,
+                                    self.out_channels * k * k // (p * p), dtype)
+        self._no_bias = backend.xp.zeros((self.out_channels,), dtype=dtype)
+        return (self.out_channels, oh, ow)
+
+    def forward(self, x, train=False, rng=None):
+        conv, self._conv_cache = self.conv.forward(x, self.w, self._no_bias, 1, 0)
+        pooled, self._pool_cache = self.pool.forward(conv, self.pool_size, self.pool_size)
+        pooled += self.b[None, :, None, None]
+        self._z = pooled
+        self._a = self.activation.fn(pooled)
+        return self._a
+
+    def backward(self, grad, need_grad_input=True):
+        delta = grad * self.activation.prime(self._z, self._a)
+        self.nabla_b = delta.sum(axis=(0, 2, 3))
+        dconv = self.pool.backward(delta, self._pool_cache)
+        dx, self.nabla_w, _ = self.conv.backward(dconv, self._conv_cache,
+                                                 need_dx=need_grad_input)
+        return dx
+
+    def param_groups(self) -> list:
+        return [(self.w, getattr(self, "nabla_w", None), True),
+                (self.b, getattr(self, "nabla_b", None), False)]
+
+    def config(self) -> dict:
+        return {"type": "ConvPool", "in_channels": self.in_channels,
+                "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                "pool": self.pool_size, "activation": self.activation.name}
+
+
+_TYPES = {cls.__name__: cls for cls in (FullyConnected, Softmax, Conv2D, MaxPool, ConvPool,
+                                        Flatten)}
+
+
+def from_config(config: dict) -> Layer:
+    """The layer a :meth:`Layer.config` dict describes (parameters not drawn yet)."""
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in _TYPES:
+        raise ConfigError(f"unknown layer type {kind!r}; known: {', '.join(_TYPES)}")
+    try:
+        return _TYPES[kind](**config)
+    except TypeError as exc:
+        raise ConfigError(f"layer {kind} cannot be built from {config}: {exc}") from exc

@@ -22,7 +22,7 @@ import numpy as np
 from gpunn import backend as backend_module
 from gpunn import costs
 from gpunn.errors import ConfigError
-from gpunn.layers import FullyConnected
+from gpunn.layers import FullyConnected, Layer, _check_dropout
 
 __all__ = ["Network", "History"]
 
@@ -88,103 +88,153 @@ def as_split(data):
 
 
 class Network:
-    """A fully connected network ``sizes = [n_in, hidden..., n_out]``.
+    """A network of layers: ``Network([784, 30, 10])`` or ``Network([ConvPool(...), ...])``.
 
     Args:
-        sizes: neurons per layer, input first, e.g. ``[784, 30, 10]``.
+        sizes: neurons per layer, input first, e.g. ``[784, 30, 10]`` (the book's fully
+            connected network), or a list of layers from :mod:`gpunn.layers` (network3's
+            style: ``[ConvPool(1, 20), FullyConnected(2880, 100), Softmax(100, 10)]``;
+            ``layers=`` says the same by keyword).
         cost: "quadratic" (chapter 1), "cross-entropy" or "log-likelihood" (softmax output).
-        activation: hidden-layer activation: "sigmoid", "tanh", "relu", "linear" or "step".
-        output_activation: defaults to the cost's partner (sigmoid, or softmax for
-            log-likelihood).
-        init: "default" (weights N(0, 1/n_in)) or "large" (N(0, 1), chapter 1).
-        dropout: probability of dropping each hidden unit in training.
+        activation: hidden-layer activation for a size list: "sigmoid", "tanh", "relu",
+            "linear" or "step".
+        output_activation: for a size list; defaults to the cost's partner (sigmoid, or
+            softmax for log-likelihood).
+        init: "default" (weights N(0, 1/n_in)), "large" (N(0, 1), chapter 1) or "network3".
+        dropout: for a size list, the probability of dropping each hidden unit in training.
         seed: seeds initialisation, shuffling and dropout; the same seed gives the same
             weights on CPU and GPU, and bit-identical training on the CPU.
         backend: a :class:`gpunn.backend.Backend` or a device string ("auto", "cpu", "cuda").
         dtype: float32 (default) or float64 (for gradient checks).
+        input_shape: per-example input shape, e.g. (1, 28, 28); needed when the first layer
+            is convolutional (flat rows of 784 pixels are reshaped to it).
     """
 
-    def __init__(self, sizes, cost="quadratic", activation="sigmoid", output_activation=None,
-                 init="default", dropout=0.0, seed=None, backend="auto", dtype=np.float32):
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(f"sizes must list at least two layer sizes, each >= 1; "
-                              f"received {sizes}")
+    def __init__(self, sizes=None, cost="quadratic", activation="sigmoid",
+                 output_activation=None, init="default", dropout=0.0, seed=None,
+                 backend="auto", dtype=np.float32, input_shape=None, *, layers=None):
         self.backend = (backend if isinstance(backend, backend_module.Backend)
                         else backend_module.select(backend))
         self.xp = self.backend.xp
         self.dtype = np.dtype(dtype)
-        self.sizes = sizes
         self.cost = costs.get(cost)
         self.init = init
         self.seed = seed
-        output_activation = output_activation or self.cost.default_output
-        self.layers = [
-            FullyConnected(n_in, n_out,
-                           activation if i < len(sizes) - 2 else output_activation,
-                           dropout if i < len(sizes) - 2 else 0.0)
-            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
-        ]
-        self.cost.check_output(self.layers[-1].activation)
+        if (sizes is None) == (layers is None):
+            raise ConfigError("give a Network either sizes (e.g. [784, 30, 10]) or layers")
+        layers = list(sizes if layers is None else layers)
+        if layers and all(isinstance(s, (int, np.integer)) for s in layers):
+            self.sizes = [int(s) for s in layers]
+            if len(self.sizes) < 2 or min(self.sizes) < 1:
+                raise ConfigError(f"sizes must list at least two layer sizes, each >= 1; "
+                                  f"received {self.sizes}")
+            output_activation = output_activation or self.cost.default_output
+            last = len(self.sizes) - 2
+            _check_dropout(dropout)
+            self.layers = [
+                FullyConnected(n_in, n_out, activation if i < last else output_activation,
+                               dropout if i > 0 else 0.0)
+                for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))
+            ]
+        elif layers and all(isinstance(layer, Layer) for layer in layers):
+            self.sizes = None
+            self.layers = layers
+        else:
+            raise ConfigError("a Network is built from layer sizes (e.g. [784, 30, 10]) or a "
+                              f"list of gpunn.layers layers; received {layers!r}")
+        if input_shape is None:
+            n_in = getattr(self.layers[0], "n_in", None)
+            if n_in is None:
+                raise ConfigError(
+                    f"a network that starts with {self.layers[0]!r} needs input_shape="
+                    f"(C, H, W), e.g. input_shape=(1, 28, 28) for MNIST"
+                )
+            input_shape = (n_in,)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.n_in = int(np.prod(self.input_shape))
         self.rng = self.backend.rng(seed)
+        shape = self.input_shape
         for layer in self.layers:
-            layer.init_params(self.rng, init, self.dtype)
-        self._eye = self.xp.eye(sizes[-1], dtype=self.dtype)
+            shape = layer.build(shape, self.backend, self.rng, init, self.dtype)
+            layer.output_shape = shape
+        self.output_shape = shape
+        if len(shape) != 1:
+            raise ConfigError(f"the last layer must give one vector per example (N, n_out); "
+                              f"{self.layers[-1]!r} gives {shape}")
+        self.n_out = shape[0]
+        out = self.layers[-1]
+        self.cost.check_output(out.activation if hasattr(out, "activation") else None)
+        # log-likelihood on a softmax layer: the fused softmax-cross-entropy kernel
+        self._fused = (self.cost.name == "log-likelihood"
+                       and isinstance(out, FullyConnected))
+        self._eye = self.xp.eye(self.n_out, dtype=self.dtype)
         self.velocities = None
 
     # -- the book's attributes -------------------------------------------------------------
     @property
     def weights(self) -> list:
-        """``weights[l]`` of shape (n_out, n_in), as in the book."""
-        return [layer.w for layer in self.layers]
+        """``weights[l]`` of every layer with parameters; (n_out, n_in) as in the book."""
+        return [layer.w for layer in self.layers if layer.param_groups()]
 
     @property
     def biases(self) -> list:
-        return [layer.b for layer in self.layers]
+        return [layer.b for layer in self.layers if layer.param_groups()]
 
     @property
     def num_layers(self) -> int:
-        return len(self.sizes)
+        return len(self.layers) + 1
 
     @property
     def num_params(self) -> int:
         return sum(layer.num_params for layer in self.layers)
 
     @property
-    def activation(self):
-        return self.layers[0].activation if len(self.layers) > 1 else None
-
-    @property
     def dropout(self) -> float:
-        return self.layers[0].dropout
+        """The largest dropout probability of any layer (0 when none drops)."""
+        return max(layer.dropout for layer in self.layers)
 
     def config(self) -> dict:
         """The architecture, enough to rebuild the network (see ``gpunn.load``)."""
-        return {
-            "sizes": self.sizes,
+        config = {
+            "layers": [layer.config() for layer in self.layers],
+            "input_shape": list(self.input_shape),
             "cost": self.cost.name,
-            "activation": self.layers[0].activation.name if len(self.layers) > 1 else
-            self.layers[-1].activation.name,
-            "output_activation": self.layers[-1].activation.name,
             "init": self.init,
-            "dropout": self.dropout,
             "seed": self.seed,
         }
+        if self.sizes is not None:
+            config["sizes"] = self.sizes
+        return config
 
     def __repr__(self) -> str:
-        return (f"Network({self.sizes}, cost={self.cost.name!r}, "
+        what = self.sizes if self.sizes is not None else f"{len(self.layers)} layers"
+        return (f"Network({what}, cost={self.cost.name!r}, "
                 f"backend={self.backend.name!r}, params={self.num_params:,})")
+
+    def summary(self) -> list[dict]:
+        """One row per layer: its description, output shape and parameter counts."""
+        rows = []
+        for layer in self.layers:
+            groups = layer.param_groups()
+            weights = sum(int(np.prod(p.shape)) for p, _, decays in groups if decays)
+            biases = sum(int(np.prod(p.shape)) for p, _, decays in groups if not decays)
+            rows.append({"layer": repr(layer), "output_shape": layer.output_shape,
+                         "weights": weights, "biases": biases})
+        return rows
 
     # -- forward and backward --------------------------------------------------------------
     def _input(self, X):
         backend_module.check_same_module(self.xp, X, where="Network")
         X = self.xp.asarray(X, dtype=self.dtype)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise ConfigError(f"the network expects X of shape (N, {self.sizes[0]}); "
-                              f"received X.shape={tuple(X.shape)}")
-        return X
+        if X.ndim == 1 or X.shape == self.input_shape:
+            X = X[None]
+        n = X.shape[0]
+        if int(np.prod(X.shape[1:])) != self.n_in or (X.ndim > 2
+                                                      and X.shape[1:] != self.input_shape):
+            want = ", ".join(map(str, self.input_shape))
+            raise ConfigError(f"the network expects X of shape (N, {self.n_in}) or "
+                              f"(N, {want}); received X.shape={tuple(X.shape)}")
+        return X.reshape((n,) + self.input_shape)
 
     def feedforward(self, X, train: bool = False):
         """Output activations (N, n_out) for inputs X of shape (N, n_in)."""
@@ -201,19 +251,25 @@ class Network:
         return y.astype(self.dtype, copy=False)
 
     def _backprop(self, X, Y, scale: float):
-        """Forward then backward over the mini-batch; sets each layer's nabla_w/nabla_b to
+        """Forward then backward over the mini-batch; sets each layer's gradients to
         ``scale`` times the summed gradient (scale=1/m gives the mean)."""
         a = X
         for layer in self.layers:
             a = layer.forward(a, True, self.rng)
         out = self.layers[-1]
-        delta = self.cost.delta(out._z, a, Y, out.activation)
-        delta *= scale
-        for i in range(len(self.layers) - 1, -1, -1):
-            grad_a = self.layers[i].backward(delta, need_grad_input=i > 0)
-            if i > 0:
-                delta = self.layers[i - 1].delta_from(grad_a)
-        return a
+        if self._fused:
+            # softmax + log-likelihood from the logits in one kernel: δ = (p − onehot)
+            sxe = self.backend.kernel("softmax_cross_entropy")
+            labels = Y.argmax(axis=1)
+            _, out._a = sxe.forward(out._z, labels)
+            delta = sxe.backward(out._a, labels, scale=scale * X.shape[0])
+        else:
+            delta = self.cost.delta(out._z, a, Y, out.activation)
+            delta *= scale
+        grad = out.backward_delta(delta, need_grad_input=len(self.layers) > 1)
+        for i in range(len(self.layers) - 2, -1, -1):
+            grad = self.layers[i].backward(grad, need_grad_input=i > 0)
+        return out._a
 
     def backprop(self, X, y):
         """Gradient of the mean cost over the mini-batch (no regularisation term).
@@ -224,7 +280,8 @@ class Network:
         """
         X = self._input(X)
         self._backprop(X, self._targets(y), 1.0 / X.shape[0])
-        return [layer.nabla_b for layer in self.layers], [layer.nabla_w for layer in self.layers]
+        layers = [layer for layer in self.layers if layer.param_groups()]
+        return [layer.nabla_b for layer in layers], [layer.nabla_w for layer in layers]
 
     def gradients(self, X, y, lmbda: float = 0.0, l1: float = 0.0, n: int | None = None):
         """Gradient of the regularised cost C = mean cost + (λ/2n)Σw² + (λ₁/n)Σ|w|.
@@ -239,6 +296,12 @@ class Network:
         return nabla_b, nabla_w
 
     # -- training ---------------------------------------------------------------------------
+    def init_velocities(self) -> None:
+        """Momentum buffers, one per parameter, zero (kept across ``sgd`` calls)."""
+        if self.velocities is None:
+            self.velocities = [[self.xp.zeros_like(p) for p, _, _ in layer.param_groups()]
+                               for layer in self.layers]
+
     def update_mini_batch(self, X, Y, eta: float, lmbda: float = 0.0, n: int = 1,
                           l1: float = 0.0, momentum: float = 0.0) -> None:
         """One SGD step on mini-batch (X, Y) with Y one-hot; ``n`` is the training-set size.
@@ -250,26 +313,21 @@ class Network:
         decay = 1.0 - eta * lmbda / n
         xp = self.xp
         for i, layer in enumerate(self.layers):
-            gw, gb = layer.nabla_w, layer.nabla_b
-            if l1:
-                gw += (l1 / n) * xp.sign(layer.w)
-            if momentum:
-                vw, vb = self.velocities[i]
-                if lmbda:
-                    gw += (lmbda / n) * layer.w
-                vw *= momentum
-                vw -= eta * gw
-                vb *= momentum
-                vb -= eta * gb
-                layer.w += vw
-                layer.b += vb
-            else:
-                if lmbda:
-                    layer.w *= decay
-                gw *= eta
-                layer.w -= gw
-                gb *= eta
-                layer.b -= gb
+            for k, (param, grad, decays) in enumerate(layer.param_groups()):
+                if decays and l1:
+                    grad += (l1 / n) * xp.sign(param)
+                if momentum:
+                    v = self.velocities[i][k]
+                    if decays and lmbda:
+                        grad += (lmbda / n) * param
+                    v *= momentum
+                    v -= eta * grad
+                    param += v
+                else:
+                    if decays and lmbda:
+                        param *= decay
+                    grad *= eta
+                    param -= grad
 
     def sgd(self, training_data, epochs: int, mini_batch_size: int, eta: float,
             lmbda: float = 0.0, evaluation_data=None, *, l1: float = 0.0,
@@ -320,6 +378,7 @@ class Network:
             for c0 in range(0, n, chunk):
                 idx = order[c0:c0 + chunk]
                 Xc = backend.asarray(train.x(idx), dtype=self.dtype)
+                Xc = Xc.reshape((len(idx),) + self.input_shape)
                 Yc = self._eye[xp.asarray(train.labels[idx])]
                 trainer.run(state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum)
                 if on_progress is not None:
@@ -397,3 +456,4 @@ def _check_positive_int(name, value, allow_zero=False) -> None:
     if not ok or value < (0 if allow_zero else 1):
         raise ConfigError(f"{name} must be an integer >= {0 if allow_zero else 1}; "
                           f"received {value!r}")
+

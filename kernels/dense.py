@@ -28,10 +28,8 @@ class DenseSGDReference:
 
     def prepare(self, net, momentum):
         """The state for :meth:`run`: the network itself, with its velocities when needed."""
-        if momentum and net.velocities is None:
-            xp = net.xp
-            net.velocities = [(xp.zeros_like(layer.w), xp.zeros_like(layer.b))
-                              for layer in net.layers]
+        if momentum:
+            net.init_velocities()
         return net
 
     def run(self, state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum) -> None:

@@ -298,9 +298,8 @@ class DenseSGDNumba:
             raise ConfigError("dense_sgd (numba) needs NumPy's bundled ILP64 OpenBLAS "
                               "(scipy_cblas_sgemm64_), which this NumPy lacks; check "
                               "supports(net, dropout) first and use the NumPy path")
-        if momentum and net.velocities is None:
-            net.velocities = [(np.zeros_like(layer.w), np.zeros_like(layer.b))
-                              for layer in net.layers]
+        if momentum:
+            net.init_velocities()
         return _State(net, momentum)
 
     def run(self, state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum) -> None:
