@@ -11,6 +11,10 @@ COMMAND_MODULES = {
     "gpunn.cli.info": ["info"],
     "gpunn.cli.data": ["data"],
     "gpunn.cli.train": ["train", "evaluate", "predict", "summary"],
+    "gpunn.cli.demo": ["demo"],
+    "gpunn.cli.plot": ["plot", "show"],
+    "gpunn.cli.baseline": ["baseline"],
+    "gpunn.cli.reproduce": ["reproduce"],
 }
 
 

@@ -247,12 +247,19 @@ def evaluate(model, split, dataset, data_dir, device):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @DEVICE_OPTION
-def predict(model, images, device):
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw the digit beside bars of the ten output activations to this PNG "
+                   "(one image only).")
+@click.option("--layers", "all_layers", is_flag=True,
+              help="With --plot, draw every fully connected layer's activations too.")
+def predict(model, images, device, plot_path, all_layers):
     """Classify images of digits (PNG/JPEG, any size) with a saved network.
 
     Each image is made MNIST-like first: grey, light digit on dark (inverted if the
     background is light), cropped, scaled to 20 px and centred in 28x28.
     """
+    if plot_path and len(images) != 1:
+        raise UserError(f"--plot draws one image; received {len(images)}")
     import numpy as np
 
     import gpunn
@@ -267,6 +274,15 @@ def predict(model, images, device):
     for path, a in zip(images, out):
         acts = "  ".join(f"{k}:{v:.3f}" for k, v in enumerate(a))
         click.echo(f"{path}: {int(a.argmax())}   [{acts}]")
+    if plot_path:
+        from gpunn import plots
+
+        # each layer keeps its activations of the last feedforward in _a (N, ...)
+        hidden = [net.backend.to_numpy(layer._a)[0] for layer in net.layers[:-1]
+                  if all_layers and getattr(layer, "_a", None) is not None
+                  and layer._a.ndim == 2]
+        written = plots.prediction(X[0], hidden + [out[0]], plot_path, title=images[0])
+        click.echo(f"wrote {written}")
 
 
 def _print_layer_summary(net) -> None:

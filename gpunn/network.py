@@ -335,7 +335,7 @@ class Network:
             monitor_evaluation_accuracy: bool = True, monitor_training_cost: bool = False,
             monitor_training_accuracy: bool = False, early_stopping_n: int = 0,
             schedule_n: int = 0, schedule_floor: float = 1 / 128,
-            on_epoch=None, on_progress=None) -> History:
+            on_epoch=None, on_progress=None, regularisation_n: int | None = None) -> History:
         """Mini-batch stochastic gradient descent, as in the book's ``network2.SGD``.
 
         training_data / evaluation_data: a ``gpunn.data`` Split or a pair (X, y).
@@ -344,6 +344,8 @@ class Network:
             epochs; stop when η falls below ``schedule_floor`` times its first value.
         on_epoch(record): called after each epoch with the epoch's record (a dict).
         on_progress(done, total): called as examples of the epoch are processed.
+        regularisation_n: the n in the L2/L1 terms λ/n (default: the training-set size;
+            network3 uses the number of mini-batches).
         """
         _check_positive_int("epochs", epochs, allow_zero=True)
         _check_positive_int("mini_batch_size", mini_batch_size)
@@ -362,6 +364,7 @@ class Network:
         n = len(train)
         if n == 0:
             raise ConfigError("training_data is empty")
+        n_reg = regularisation_n or n
         xp, backend = self.xp, self.backend
         # Whole chunks of SGD steps go through the dense_sgd kernel: one Numba call per chunk
         # on the CPU, the NumPy reference (update_mini_batch in a loop) wherever it can't.
@@ -380,18 +383,18 @@ class Network:
                 Xc = backend.asarray(train.x(idx), dtype=self.dtype)
                 Xc = Xc.reshape((len(idx),) + self.input_shape)
                 Yc = self._eye[xp.asarray(train.labels[idx])]
-                trainer.run(state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum)
+                trainer.run(state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n_reg, momentum)
                 if on_progress is not None:
                     on_progress(min(c0 + chunk, n), n)
             backend.synchronize()
             record = {"epoch": epoch, "seconds": time.perf_counter() - start, "eta": eta}
             if monitor_training_cost or monitor_training_accuracy:
                 record.update(self._monitor(train, "training", monitor_training_cost,
-                                            monitor_training_accuracy, lmbda, l1, n))
+                                            monitor_training_accuracy, lmbda, l1, n_reg))
             if evaluation is not None and (monitor_evaluation_cost or monitor_evaluation_accuracy
                                            or early_stopping_n or schedule_n):
                 record.update(self._monitor(evaluation, "evaluation", monitor_evaluation_cost,
-                                            True, lmbda, l1, n))
+                                            True, lmbda, l1, n_reg))
             history.epochs.append(record)
             if on_epoch is not None:
                 on_epoch(record)

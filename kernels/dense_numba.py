@@ -273,7 +273,7 @@ class DenseSGDNumba:
         from gpunn.layers import FullyConnected
 
         layers = net.layers
-        if dropout or not _bind_sgemm():
+        if dropout or len(net.input_shape) != 1 or not _bind_sgemm():
             return False
         if (net.cost.name, layers[-1].activation.name) not in _OUTPUTS:
             return False

@@ -13,6 +13,15 @@ when a download happens.
 
 from gpunn.data.dataset import Dataset, Split
 from gpunn.data.download import cache_dir
+from gpunn.data.expand import ExpandedSplit, expand_mnist
+from gpunn.data.folder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFolder,
+    SyntheticImages,
+    channel_stats,
+    open_image_folder,
+)
 from gpunn.data.mnist import (
     DATASETS,
     DatasetInfo,
@@ -22,18 +31,31 @@ from gpunn.data.mnist import (
     load_mnist,
     locate,
 )
+from gpunn.data.prefetch import Prefetcher
+from gpunn.data.toy import TOY_CLASSES, make_toy
 from gpunn.errors import DataError
 
 __all__ = [
     "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TOY_CLASSES",
     "DataError",
     "Dataset",
     "DatasetInfo",
+    "ExpandedSplit",
+    "ImageFolder",
+    "Prefetcher",
     "Split",
+    "SyntheticImages",
     "cache_dir",
+    "channel_stats",
     "describe",
+    "expand_mnist",
     "fetch",
     "load_dataset",
     "load_mnist",
     "locate",
+    "make_toy",
+    "open_image_folder",
 ]

@@ -132,7 +132,7 @@ class ImageFolder:
                 # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far less work for a
                 # 500 x 375 photo headed for 256, and never below the size asked for.
                 image.draft("RGB", size)
-                image = image.convert("RGB")
+                image = image.convert("RGB") if image.mode != "RGB" else image
                 if image.size != size:
                     image = image.resize(size, Image.BILINEAR)
                 return np.asarray(image)
@@ -178,7 +178,7 @@ def open_image_folder(root, crop: int = 64, resize: int | None = None, mean=IMAG
         raise DataError(f"{root}: no such folder; an image folder holds {_LAYOUT} "
                         "(gpunn.data.make_toy writes a small one)")
     for split in ("train", "val"):
-        _split_folder(root, split)  # both missing splits are reported before any listing
+        _split_folder(root, split)  # a missing split is reported before any listing
     train = ImageFolder(root, "train", crop, resize, True, mean, std)
     val = ImageFolder(root, "val", crop, resize, False, mean, std)
     if train.classes != val.classes:

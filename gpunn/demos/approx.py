@@ -25,8 +25,8 @@ import numpy as np
 
 from gpunn.errors import ConfigError
 
-__all__ = ["BOOK_TARGET", "STEP_WEIGHT", "f", "goal", "construction", "weighted_output",
-           "deviation", "deviations", "fit"]
+__all__ = ["BOOK_TARGET", "STEP_WEIGHT", "f", "goal", "construction", "network_output",
+           "weighted_output", "deviation", "deviations", "fit"]
 
 BOOK_TARGET = 0.40  # the chapter's target for the average deviation (σ⁻¹ scale)
 STEP_WEIGHT = 999.0  # the chapter's weight for a hidden neuron that behaves like a step
@@ -102,7 +102,7 @@ def deviations(bumps=(5, 10, 20, 50, 100), backend="cpu") -> list[dict]:
     return rows
 
 
-def fit(hidden: int = 50, steps: int = 40_000, mini_batch_size: int = 100, eta: float = 5.0,
+def fit(hidden: int = 30, steps: int = 40_000, mini_batch_size: int = 100, eta: float = 1.0,
         momentum: float = 0.9, seed: int = 1, backend="cpu"):
     """Train a [1, hidden, 1] sigmoid network on f by mini-batch gradient descent.
 

@@ -3,36 +3,13 @@ MNIST-format file the test writes."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import pickle
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from gpunn.cli.main import cli
-
-
-def _digits(n, seed):
-    """n 28x28 images of ten crude, separable 'digits' (bars at a label-dependent place)."""
-    r = np.random.default_rng(seed)
-    y = r.integers(0, 10, n)
-    X = np.zeros((n, 28, 28), np.float32)
-    for i, label in enumerate(y):
-        X[i, 2 + 2 * label: 5 + 2 * label, 4:24] = 1.0
-    X = np.clip(X + 0.1 * r.random(X.shape), 0, 255 / 256)
-    X = np.floor(X * 256) / 256  # the book's file holds k/256 values
-    return X.reshape(n, 784).astype(np.float32), y.astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mnist")
-    splits = (_digits(400, 0), _digits(100, 1), _digits(100, 2))
-    with gzip.open(d / "mnist.pkl.gz", "wb") as f:
-        pickle.dump(splits, f, protocol=4)
-    return d
 
 
 def run(*args):

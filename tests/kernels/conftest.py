@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gpunn.kernels import lookup
 
 # float32 sums of up to ~100 products of O(1) values: 1e-4 relative, 1e-4 absolute near zero.

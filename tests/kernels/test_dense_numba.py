@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gpunn.kernels.dense import DENSE_SGD as REFERENCE
-from gpunn.kernels.dense_numba import DENSE_SGD, _bind_sgemm
 
 from gpunn import Network
 from gpunn.errors import ConfigError
+from gpunn.kernels.dense import DENSE_SGD as REFERENCE
+from gpunn.kernels.dense_numba import DENSE_SGD, _bind_sgemm
 from gpunn.testing import assert_matches
 
 pytestmark = pytest.mark.skipif(not _bind_sgemm(),

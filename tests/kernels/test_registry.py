@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from gpunn.kernels import KernelNotFound, available, lookup, register, registry
 
 OPS = ("conv2d", "max_pool2d", "softmax_cross_entropy")

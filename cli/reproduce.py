@@ -1,0 +1,118 @@
+"""``gpunn reproduce``: run a result of the book and set it beside the book's figure."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import click
+
+from gpunn.cli.main import DEVICE_OPTION, select_backend
+
+QUICK_TRAIN_SIZE = 1000
+
+
+def _list_rows() -> None:
+    from gpunn.book import ROWS
+
+    width = max(len(name) for name in ROWS)
+    click.echo(f"{'row':<{width}}  {'book':>7}  {'on':<10}  {'epochs':>6}  network")
+    for row in ROWS.values():
+        click.echo(f"{row.name:<{width}}  {row.book:>6.2f}%  {row.split:<10}  {row.epochs:>6}"
+                   f"  ch{row.chapter}: {row.title}")
+    click.echo("baselines: `gpunn baseline darkness` (book 22.25%), `gpunn baseline svm` "
+               "(book 94.35%, needs scikit-learn)")
+
+
+@click.command()
+@click.argument("row", required=False)
+@click.option("--list", "list_rows", is_flag=True, help="List every book row and exit.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Independent runs (seeds 1..N); the median is reported.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override the book's number of epochs (e.g. for a shorter run).")
+@click.option("--quick", is_flag=True,
+              help=f"A smoke test: 1 seed, 1 epoch, {QUICK_TRAIN_SIZE:,} training images "
+                   f"(2 members for an ensemble).")
+@click.option("--compat", type=click.Choice(["book", "network3"]), default="book",
+              show_default=True, help="Follow the book's text, or network3.py's actual code "
+                                      "(FC init, L2 scaling, dropout scaling).")
+@DEVICE_OPTION
+@click.option("--data-dir", type=click.Path(), default=None, envvar="GPUNN_DATA",
+              help="Where MNIST is (default: $GPUNN_DATA, ~/.cache/gpunn, then download).")
+@click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
+              help="Write every seed's result to this JSON file.")
+def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, metrics_json):
+    """Train one of the book's results (ROW) and print the book's figure beside gpunn's.
+
+    \b
+      gpunn reproduce --list
+      gpunn reproduce ch6-relu --seeds 3
+      gpunn reproduce ch6-dropout --quick
+    """
+    from gpunn import book
+    from gpunn.cli.main import UserError
+
+    if list_rows or row is None:
+        if row is None and not list_rows:
+            raise UserError("name a row to reproduce, or use --list to see them")
+        _list_rows()
+        return
+    spec = book.get(row)
+    be = select_backend(device)
+    from gpunn.data import load_dataset
+
+    data = load_dataset("mnist", data_dir=data_dir, download=True, progress=True)
+    if quick:
+        seeds, epochs = 1, 1
+    train_size = min(QUICK_TRAIN_SIZE, len(data.train)) if quick else None
+    n_epochs = epochs or spec.epochs
+    # --quick trains two members of an ensemble: enough to exercise the vote
+    members_per_seed = min(spec.ensemble, 2) if quick else spec.ensemble
+    click.echo(f"{spec.name}: {spec.title}; book {spec.book:.2f}% ({spec.split}); "
+               f"{seeds} seed(s) x {n_epochs} epochs"
+               + (f" x {members_per_seed} members" if spec.ensemble > 1 else "")
+               + f" on {be.name} ({be.device})" + (" [quick]" if quick else ""), err=True)
+    results = []
+    for seed in range(1, seeds + 1):
+        start = time.perf_counter()
+        members = []
+        for k in range(members_per_seed):
+            member_seed = seed if spec.ensemble == 1 else seed * 100 + k
+
+            def on_epoch(record, _k=k, _seed=seed):
+                click.echo(f"  seed {_seed}" + (f" member {_k + 1}" if spec.ensemble > 1
+                                                 else "")
+                           + f" epoch {record['epoch']:>3}/{n_epochs}: "
+                           f"{record['evaluation_accuracy']:.2%}  {record['seconds']:.1f} s",
+                           err=True)
+
+            members.append(book.run_row(spec, data, member_seed, epochs=epochs, backend=be,
+                                        compat=compat, train_size=train_size,
+                                        on_epoch=on_epoch))
+        if spec.ensemble > 1:
+            from gpunn.ensemble import Ensemble
+
+            figure = Ensemble([m["net"] for m in members]).accuracy(data.test)
+            result = {"seed": seed, "figure": figure,
+                      "members": [m["figure"] for m in members]}
+        else:
+            m = members[0]
+            result = {k: v for k, v in m.items() if k != "net"}
+        result["seconds"] = time.perf_counter() - start
+        results.append(result)
+        extra = (f" (members: {', '.join(f'{a:.2%}' for a in result['members'])})"
+                 if spec.ensemble > 1 else
+                 f" (best {result['best']:.2%} at epoch {result['best_epoch']})")
+        click.echo(f"seed {seed}: {result['figure']:.2%}{extra}  {result['seconds']:.0f} s")
+    median = statistics.median(r["figure"] for r in results)
+    click.echo(f"{spec.name}: median {median:.2%} over {len(results)} seed(s); book "
+               f"{spec.book:.2f}%; {sum(r['seconds'] for r in results):.0f} s in all")
+    if metrics_json:
+        from gpunn.cli.train import _write_json_atomic
+
+        _write_json_atomic(metrics_json, {"row": spec.name, "book": spec.book,
+                                          "split": spec.split, "compat": compat,
+                                          "quick": quick, "epochs": n_epochs,
+                                          "device": be.device, "median": median,
+                                          "seeds": results})

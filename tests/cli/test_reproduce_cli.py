@@ -1,0 +1,53 @@
+"""`gpunn reproduce`: the list, and a quick run of every row on a tiny MNIST-format file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gpunn import book
+from gpunn.cli.main import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_list_shows_every_row_with_the_books_figure():
+    r = run("reproduce", "--list")
+    assert r.exit_code == 0
+    for row in book.ROWS.values():
+        assert row.name in r.output and f"{row.book:.2f}%" in r.output
+    assert "22.25%" in r.output and "94.35%" in r.output
+
+
+@pytest.mark.parametrize("row", list(book.ROWS))
+def test_every_row_runs_quick(row, data_dir, tmp_path):
+    metrics = tmp_path / "r.json"
+    r = run("reproduce", row, "--quick", "--data-dir", data_dir, "--device", "cpu",
+            "--metrics-json", metrics)
+    assert r.exit_code == 0, r.output
+    m = json.loads(metrics.read_text())
+    assert m["row"] == row and m["quick"] and len(m["seeds"]) == 1
+    assert 0.0 <= m["median"] <= 1.0
+    assert f"book {book.get(row).book:.2f}%" in r.output
+
+
+def test_network3_compat_runs(data_dir):
+    r = run("reproduce", "ch6-dropout", "--quick", "--compat", "network3", "--data-dir",
+            data_dir)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["reproduce"], "--list"),
+    (["reproduce", "ch9-magic"], "unknown book row"),
+    (["reproduce", "ch1", "--seeds", "0"], "--seeds"),
+    (["reproduce", "ch1", "--compat", "theano"], "--compat"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle):
+    r = run(*args)
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.output
