@@ -122,10 +122,20 @@ def _list_presets() -> None:
               help="Save the trained network to this .npz file.")
 @click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
               help="Write per-epoch metrics and the test accuracy to this JSON file.")
+@click.option("--monitor-training", is_flag=True,
+              help="Also record training accuracy and cost each epoch (one more pass over "
+                   "the training data); implied by --plot.")
+@click.option("--track-layer-speed", is_flag=True,
+              help="Record each hidden layer's speed of learning ‖δˡ‖ on 1,000 training "
+                   "images after every epoch (chapter 5) into the metrics.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw training and evaluation accuracy and cost per epoch to this PNG "
+                   "(needs gpunn[plot]).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final summary.")
 def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size, lmbda, l1,
           momentum, dropout, init, early_stop, schedule, train_size, eval_on, seed, device,
-          dataset, data_dir, save_path, metrics_json, quiet):
+          dataset, data_dir, save_path, metrics_json, monitor_training, track_layer_speed,
+          plot_path, quiet):
     """Train a fully connected network on MNIST and report its test accuracy.
 
     With no options this is chapter 1's run: 784-30-10 sigmoid neurons, quadratic cost,
@@ -156,6 +166,8 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
         raise UserError(f"--sizes must end with 10 (one output per class) for {dataset}; "
                         f"received {','.join(map(str, config['sizes']))}")
 
+    import numpy as np
+
     import gpunn
 
     be = select_backend(device)
@@ -183,12 +195,19 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
         bar.update(done - bar.n)
 
     history_lines = []
+    if track_layer_speed:
+        from gpunn.demos.vanishing import layer_speeds
+
+        probe = np.arange(min(1000, len(training)))
+        probe_x, probe_y = training.x(probe), training.labels[probe]
 
     def on_epoch(record):
         nonlocal bar
         if bar is not None:
             bar.close()
             bar = None
+        if track_layer_speed:
+            record["layer_speeds"] = layer_speeds(net, probe_x, probe_y)
         history_lines.append(record)
         if not quiet:
             acc = record.get("evaluation_accuracy")
@@ -204,7 +223,9 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
                       lmbda=config["lmbda"], evaluation_data=evaluation, l1=config["l1"],
                       momentum=config["momentum"], early_stopping_n=config["early_stop"],
                       schedule_n=config["schedule"], on_epoch=on_epoch,
-                      on_progress=on_progress)
+                      on_progress=on_progress, monitor_evaluation_cost=True,
+                      monitor_training_accuracy=monitor_training or bool(plot_path),
+                      monitor_training_cost=monitor_training or bool(plot_path))
     seconds = time.perf_counter() - start
     test_accuracy = net.accuracy(data.test)
     click.echo(f"test accuracy {test_accuracy:.2%} after {len(history)} epochs in "
@@ -213,6 +234,10 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
     if save_path:
         path = gpunn.save(net, save_path, training=config)
         click.echo(f"saved the network to {path}")
+    if plot_path:
+        from gpunn.plots import training_curves
+
+        click.echo(f"plotted the training curves to {training_curves(history, plot_path)}")
     if metrics_json:
         _write_json_atomic(metrics_json, {
             "epochs": history.epochs,

@@ -125,3 +125,15 @@ def test_info_reports_the_backend_and_why():
 def test_version():
     r = run("--version")
     assert r.exit_code == 0 and "gpunn" in r.output
+
+
+def test_train_plot_and_layer_speeds(data_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    metrics, png = tmp_path / "m.json", tmp_path / "curves.png"
+    r = run("train", "--epochs", 2, "--data-dir", data_dir, "--sizes", "784,20,20,10",
+            "--track-layer-speed", "--plot", png, "--metrics-json", metrics, "-q")
+    assert r.exit_code == 0, r.output
+    epochs = json.loads(metrics.read_text())["epochs"]
+    assert all(len(e["layer_speeds"]) == 2 and e["layer_speeds"][0] > 0 for e in epochs)
+    assert {"training_accuracy", "training_cost", "evaluation_cost"} <= set(epochs[0])
+    assert png.stat().st_size > 10_000
