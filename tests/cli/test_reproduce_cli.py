@@ -51,3 +51,19 @@ def test_bad_input_is_one_line_exit_2(args, needle):
     r = run(*args)
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.output
+
+
+def test_ensemble_reports_members_and_the_vote(data_dir):
+    r = run("ensemble", "--preset", "ch3-l2", "--members", 3, "--epochs", 2, "--data-dir",
+            data_dir)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("member ") == 3
+    assert "ensemble of 3 (ch3-l2): test accuracy" in r.output
+
+
+def test_ensemble_refuses_unknown_presets_and_one_member(data_dir):
+    for args, needle in ((["--preset", "ch9"], "unknown preset"), (["--members", "1"],
+                                                                    "--members")):
+        r = run("ensemble", *args, "--data-dir", data_dir)
+        lines = [line for line in r.output.splitlines() if line.strip()]
+        assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.output

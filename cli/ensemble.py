@@ -1,0 +1,57 @@
+"""``gpunn ensemble``: train K networks with different seeds and let them vote (chapter 6)."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from gpunn.cli.main import DEVICE_OPTION, UserError, select_backend
+
+
+@click.command()
+@click.option("--members", "-k", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Networks in the ensemble; member i is trained with seed i.")
+@click.option("--preset", default=None, metavar="NAME",
+              help="A fully connected preset of `gpunn train` (ch1, ch3-l2, ...), or a "
+                   "chapter-6 row of `gpunn reproduce` (ch6-relu, ch6-dropout, ...).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs per member (default: the preset's or row's).")
+@click.option("--train-size", type=click.IntRange(min=1), default=None,
+              help="Train each member on only the first N training images.")
+@DEVICE_OPTION
+@click.option("--data-dir", type=click.Path(), default=None, envvar="GPUNN_DATA",
+              help="Where MNIST is (default: $GPUNN_DATA, ~/.cache/gpunn, then download).")
+def ensemble(members, preset, epochs, train_size, device, data_dir):
+    """Train MEMBERS networks and report each one's test accuracy and the plurality vote's.
+
+    \b
+      gpunn ensemble --preset ch3-l2 --members 5
+      gpunn ensemble --preset ch6-relu --members 5 --epochs 10
+    """
+    from gpunn import book, presets
+    from gpunn.data import load_dataset
+    from gpunn.ensemble import Ensemble
+
+    preset = preset or "ch3-l2"
+    if preset in book.ROWS:
+        row = book.get(preset)
+    elif preset in presets.PRESETS:
+        c = presets.get(preset)
+        row = book.Row(preset, 3, presets.PRESETS[preset]["summary"], float("nan"), "test",
+                       c["epochs"], c["eta"], c["batch_size"], c["lmbda"], c["cost"],
+                       sizes=tuple(c["sizes"]), init=c["init"])
+    else:
+        raise UserError(f"unknown preset {preset!r}; choose one of "
+                        f"{', '.join(list(presets.PRESETS) + list(book.ROWS))}")
+    be = select_backend(device)
+    data = load_dataset("mnist", data_dir=data_dir, download=True, progress=True)
+    nets, start = [], time.perf_counter()
+    for seed in range(1, members + 1):
+        result = book.run_row(row, data, seed, epochs=epochs, backend=be, train_size=train_size)
+        nets.append(result["net"])
+        click.echo(f"member {seed} (seed {seed}): test accuracy {result['test']:.2%}  "
+                   f"{result['seconds']:.0f} s")
+    accuracy = Ensemble(nets).accuracy(data.test)
+    click.echo(f"ensemble of {members} ({preset}): test accuracy {accuracy:.2%} by plurality "
+               f"vote; {time.perf_counter() - start:.0f} s in all")
