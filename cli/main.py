@@ -1,7 +1,15 @@
-"""The ``gpunn`` command group and its shared plumbing (error handling, --device)."""
+"""The ``gpunn`` command group and its shared plumbing (errors, exit codes, --device,
+signals).
+
+Exit statuses: 0 done; 1 an unexpected error (a bug: traceback); 2 bad input, usage or
+environment (including a checkpoint that could not be written); 3 training diverged; 4 GPU
+out of memory; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+"""
 
 from __future__ import annotations
 
+import re
+import signal
 import sys
 
 import click
@@ -14,6 +22,10 @@ class UserError(click.ClickException):
     """A user's mistake: one line on stderr, exit status 2, no traceback."""
 
     exit_code = 2
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
     def show(self, file=None) -> None:
         click.echo(f"gpunn: error: {self.format_message()}", err=True, file=file)
@@ -48,7 +60,15 @@ class GpunnGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GpunnError as exc:
-            raise UserError(str(exc)) from exc
+            raise UserError(str(exc), exc.exit_code) from exc
+        except Exception as exc:
+            if is_gpu_out_of_memory(exc):
+                raise UserError(gpu_out_of_memory_message(exc, ctx.meta), 4) from exc
+            raise
+        finally:
+            be = ctx.meta.get("gpunn.backend")
+            if be is not None:
+                be.free_memory()  # hand CuPy's cached blocks back to the driver
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
@@ -82,13 +102,102 @@ DEVICE_OPTION = click.option(
 
 
 def select_backend(device: str):
-    """The backend for ``--device``, or a UserError naming why it cannot start."""
+    """The backend for ``--device``, or a UserError naming why it cannot start.
+
+    The backend is remembered in the click context, so the group frees its memory pool on
+    exit and can report free memory after an out-of-memory error.
+    """
     from gpunn import backend
 
     try:
-        return backend.select(device)
+        be = backend.select(device)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["gpunn.backend"] = be
+    return be
+
+
+# -- GPU out of memory ------------------------------------------------------------------------
+def is_gpu_out_of_memory(exc: BaseException) -> bool:
+    """True for CuPy's ``cupy.cuda.memory.OutOfMemoryError``, recognised by its class name
+    and module so that this needs no CuPy."""
+    return any(cls.__name__ == "OutOfMemoryError" and cls.__module__.split(".")[0] == "cupy"
+               for cls in type(exc).__mro__)
+
+
+def gpu_out_of_memory_message(exc: BaseException, meta: dict) -> str:
+    """One line: what was requested, what is free, the batch size, and the fix."""
+    requested = getattr(exc, "_size", None)
+    if requested is None:
+        found = re.search(r"allocating ([\d,]+) bytes", str(exc))
+        requested = int(found.group(1).replace(",", "")) if found else None
+    free = None
+    be = meta.get("gpunn.backend")
+    if be is not None:
+        try:
+            be.free_memory()
+            free = be.memory_info()["free"]
+        except Exception:  # noqa: BLE001 - the report must not fail on a broken device
+            free = None
+    batch = meta.get("gpunn.batch_size")
+    what = f"{requested / 2**20:,.1f} MiB" if requested is not None else "memory"
+    line = f"the GPU ran out of memory allocating {what}"
+    if free is not None:
+        line += f" ({free / 2**20:,.1f} MiB free)"
+    if batch is not None:
+        line += (f" with --batch-size {batch}; try a smaller --batch-size "
+                 f"(e.g. {max(1, batch // 2)})")
+    else:
+        line += "; try a smaller --batch-size"
+    return line + " or --device cpu"
+
+
+# -- SIGINT / SIGTERM -----------------------------------------------------------------------
+class InterruptGuard:
+    """Turns the first SIGINT or SIGTERM into a request to stop at the next safe point.
+
+    ``with InterruptGuard() as guard:`` then poll ``guard.requested`` (the signal number, or
+    None). After the first signal both go back to the operating system's default action, so
+    a second Ctrl-C ends the process at once. ``exit_code`` is 130 for SIGINT, 143 for
+    SIGTERM (128 + the signal number, as a shell reports it).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def __enter__(self):
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals stay as they were
+            self._previous.clear()
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = signum
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+    def should_stop(self) -> bool:
+        return self.requested is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.requested).name if self.requested else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.requested) if self.requested else 0
 
 
 @click.group(cls=GpunnGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from gpunn.cli.main import DEVICE_OPTION, UserError, select_backend
+from gpunn.cli.main import DEVICE_OPTION, InterruptGuard, UserError, select_backend
 
 DATASETS = ("mnist", "fashion-mnist")
 
@@ -131,11 +131,26 @@ def _list_presets() -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw training and evaluation accuracy and cost per epoch to this PNG "
                    "(needs gpunn[plot]).")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              metavar="DIR", help="Write a checkpoint (model, optimiser, RNG and data-order "
+                                  "state) to DIR after every epoch; Ctrl-C writes one too.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Also write a checkpoint every N mini-batches (0: only after epochs).")
+@click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, metavar="K",
+              help="Keep the newest K checkpoints in --checkpoint-dir.")
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR|FILE]",
+              help="Continue the run saved in a checkpoint: the latest in DIR (default: "
+                   "--checkpoint-dir) or FILE. Its settings are used; --epochs and --eta may "
+                   "change.")
+@click.option("--on-nan", type=click.Choice(["stop", "skip-batch", "halve-eta"]),
+              default="stop", show_default=True,
+              help="When a weight becomes NaN or infinite: stop (exit 3), skip the bad "
+                   "mini-batch, or halve eta and retry.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final summary.")
 def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size, lmbda, l1,
           momentum, dropout, init, early_stop, schedule, train_size, eval_on, seed, device,
           dataset, data_dir, save_path, metrics_json, monitor_training, track_layer_speed,
-          plot_path, quiet):
+          plot_path, checkpoint_dir, checkpoint_every, keep, resume, on_nan, quiet):
     """Train a fully connected network on MNIST and report its test accuracy.
 
     With no options this is chapter 1's run: 784-30-10 sigmoid neurons, quadratic cost,
@@ -145,6 +160,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
       gpunn train --epochs 1
       gpunn train --preset ch3-l2-100 --save ch3.npz
       gpunn train --sizes 784,100,10 --cost cross-entropy --eta 0.5 --lmbda 5
+      gpunn train --checkpoint-dir ck     (Ctrl-C, then:)  gpunn train --resume ck
     """
     from gpunn import presets
 
@@ -158,7 +174,16 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
              "early_stop": early_stop, "schedule": schedule}
     config.update({k: v for k, v in given.items() if v is not None})
     config.update({"preset": preset, "seed": seed, "dataset": dataset,
-                   "train_size": train_size})
+                   "train_size": train_size, "eval_on": eval_on,
+                   "data_dir": str(Path(data_dir).resolve()) if data_dir else None})
+    be = select_backend(device) if resume is not None else None
+    resumed = _resume(resume, checkpoint_dir, config, be) if resume is not None else None
+    if resumed is not None:
+        checkpoint_dir = checkpoint_dir or str(Path(resumed[1]["checkpoint_path"]).parent)
+        config = resumed[1]["config"]
+        dataset, train_size, eval_on, seed = (config[k] for k in
+                                              ("dataset", "train_size", "eval_on", "seed"))
+        data_dir = data_dir or config.get("data_dir")  # where the interrupted run found it
     if config["sizes"][0] != 784:
         raise UserError(f"--sizes must start with 784 (28x28 pixels) for {dataset}; received "
                         f"{','.join(map(str, config['sizes']))}")
@@ -170,15 +195,24 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
 
     import gpunn
 
-    be = select_backend(device)
+    be = be or select_backend(device)
+    click.get_current_context().meta["gpunn.batch_size"] = config["batch_size"]
     data = _load_data(dataset, data_dir)
     training = data.train if not train_size else data.train.subset(train_size)
     evaluation = data.validation if eval_on == "validation" else data.test
-    net = gpunn.Network(config["sizes"], cost=config["cost"], activation=config["activation"],
-                        init=config["init"], dropout=config["dropout"], seed=seed, backend=be)
+    if resumed is None:
+        net = gpunn.Network(config["sizes"], cost=config["cost"],
+                            activation=config["activation"], init=config["init"],
+                            dropout=config["dropout"], seed=seed, backend=be)
+        state = None
+    else:
+        net, state = resumed
     if not quiet:
         click.echo(f"{net!r} on {be.device}; {len(training):,} training images "
                    f"({data.source}); evaluating on {eval_on}", err=True)
+        if state is not None:
+            click.echo(f"resuming {state['checkpoint_path']}: {_position(state, len(training))}",
+                       err=True)
 
     bar = None
 
@@ -194,7 +228,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
                        disable=None, dynamic_ncols=True)
         bar.update(done - bar.n)
 
-    history_lines = []
+    history_lines = [] if state is None else list(state["history"]["epochs"])
     if track_layer_speed:
         from gpunn.demos.vanishing import layer_speeds
 
@@ -218,14 +252,50 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
             line += f"  {record['seconds']:6.2f} s"
             click.echo(line)
 
+    from gpunn.checkpoint import save_checkpoint
+    from gpunn.errors import TrainingDiverged
+
+    last = {"path": state and state["checkpoint_path"], "state": state}
+
+    def on_checkpoint(sgd_state):
+        last["state"] = {k: sgd_state[k] for k in ("epoch", "examples_done")}
+        if checkpoint_dir:
+            last["path"] = save_checkpoint(checkpoint_dir, net, {**sgd_state, "config": config},
+                                           keep=keep)
+
     start = time.perf_counter()
-    history = net.sgd(training, config["epochs"], config["batch_size"], config["eta"],
-                      lmbda=config["lmbda"], evaluation_data=evaluation, l1=config["l1"],
-                      momentum=config["momentum"], early_stopping_n=config["early_stop"],
-                      schedule_n=config["schedule"], on_epoch=on_epoch,
-                      on_progress=on_progress, monitor_evaluation_cost=True,
-                      monitor_training_accuracy=monitor_training or bool(plot_path),
-                      monitor_training_cost=monitor_training or bool(plot_path))
+    try:
+        with InterruptGuard() as guard:
+            history = net.sgd(
+                training, config["epochs"], config["batch_size"], config["eta"],
+                lmbda=config["lmbda"], evaluation_data=evaluation, l1=config["l1"],
+                momentum=config["momentum"], early_stopping_n=config["early_stop"],
+                schedule_n=config["schedule"], on_epoch=on_epoch, on_progress=on_progress,
+                monitor_evaluation_cost=True,
+                monitor_training_accuracy=monitor_training or bool(plot_path),
+                monitor_training_cost=monitor_training or bool(plot_path),
+                resume=state, on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every,
+                should_stop=guard.should_stop, on_nan=on_nan)
+    except TrainingDiverged as exc:
+        where = (f"the last good checkpoint is {last['path']} (resume with `gpunn train "
+                 f"--resume {checkpoint_dir} --eta {exc.eta / 2:g}`)" if last["path"]
+                 else "no checkpoint was written (use --checkpoint-dir to keep one)")
+        batch = f", mini-batch {exc.batch}" if exc.batch else ""
+        raise UserError(f"training diverged in epoch {exc.epoch}{batch} at eta {exc.eta:g}: a "
+                        f"weight or the cost became NaN or infinite; {where}; try a smaller "
+                        f"--eta, or --on-nan skip-batch / halve-eta", exc.exit_code) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    if history.stop_reason == "interrupted":
+        where = _position(last["state"], len(training))
+        if last["path"]:
+            click.echo(f"gpunn: {guard.name}: stopped {where}; checkpoint {last['path']}; "
+                       f"resume with: gpunn train --resume {checkpoint_dir}", err=True)
+        else:
+            click.echo(f"gpunn: {guard.name}: stopped {where}; no --checkpoint-dir was given, "
+                       f"so there is nothing to resume", err=True)
+        click.get_current_context().exit(guard.exit_code)
     seconds = time.perf_counter() - start
     test_accuracy = net.accuracy(data.test)
     click.echo(f"test accuracy {test_accuracy:.2%} after {len(history)} epochs in "
@@ -248,6 +318,61 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
             "backend": be.name,
             "config": config,
         })
+
+
+def _resume(resume: str, checkpoint_dir, config: dict, be):
+    """(net, state) of the checkpoint ``--resume`` names, after checking that the options
+    given on the command line agree with the run it continues."""
+    from click.core import ParameterSource
+
+    from gpunn.checkpoint import load_checkpoint
+
+    source = resume or checkpoint_dir
+    if not source:
+        raise UserError("--resume needs a checkpoint: `--resume DIR` (the latest checkpoint "
+                        "in DIR), `--resume FILE`, or --checkpoint-dir DIR")
+    net, state = load_checkpoint(source, backend=be)
+    saved = state.get("config")
+    if not isinstance(saved, dict) or state.get("kind") != "gpunn.Network.sgd":
+        raise UserError(f"{state['checkpoint_path']} was not written by `gpunn train`; "
+                        f"resume it from Python with gpunn.checkpoint.load_checkpoint")
+    ctx = click.get_current_context()
+
+    def given(key):
+        return ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE
+
+    def show(value):
+        return ",".join(map(str, value)) if isinstance(value, list) else value
+
+    for key, value in config.items():
+        if key in ("epochs", "eta", "data_dir") or not given(key):
+            continue
+        if saved.get(key) != value:
+            option = "--" + key.replace("_", "-")
+            raise UserError(f"{option} {show(value)} differs from the run in "
+                            f"{state['checkpoint_path']} ({option} {show(saved.get(key))}); "
+                            f"resuming continues that run with its settings: drop {option}, "
+                            f"or start a new run with another --checkpoint-dir")
+    saved = dict(saved)
+    for key in ("epochs", "eta"):
+        if given(key):
+            saved[key] = config[key]
+    if saved["epochs"] < state["epoch"]:
+        raise UserError(f"--epochs {saved['epochs']}: {state['checkpoint_path']} has already "
+                        f"trained {state['epoch']} epochs")
+    if given("eta"):
+        state["eta"] = config["eta"]
+    state["config"] = saved
+    return net, state
+
+
+def _position(state, n: int) -> str:
+    """Where a run is, e.g. 'after epoch 3' or 'in epoch 4 after 2,000/50,000 images'."""
+    if state is None:
+        return "before the first epoch ended"
+    if state["examples_done"]:
+        return f"in epoch {state['epoch'] + 1} after {state['examples_done']:,}/{n:,} images"
+    return f"after epoch {state['epoch']}"
 
 
 @click.command()

@@ -42,7 +42,8 @@ def load_digit(path) -> np.ndarray:
                 paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(paper, image)
             grey = np.asarray(image.convert("L"), dtype=np.float32) / 255
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+        # Pillow raises ValueError/SyntaxError for some damaged files (a truncated PNG header)
         raise DataError(f"{path}: not an image gpunn can read (PNG or JPEG of a digit expected)"
                         ) from exc
     except OSError as exc:

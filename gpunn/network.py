@@ -21,7 +21,7 @@ import numpy as np
 
 from gpunn import backend as backend_module
 from gpunn import costs
-from gpunn.errors import ConfigError
+from gpunn.errors import ConfigError, TrainingDiverged
 from gpunn.layers import FullyConnected, Layer, _check_dropout
 
 __all__ = ["Network", "History"]
@@ -30,6 +30,7 @@ __all__ = ["Network", "History"]
 # the conversion, small enough to keep memory flat (1,000 MNIST images = 3 MB).
 CHUNK = 1000
 EVAL_BATCH = 2000  # bounded memory: 2,000 images at a time (6 MB for MNIST)
+ON_NAN = ("stop", "skip-batch", "halve-eta")  # what sgd does about a non-finite weight
 
 
 @dataclass
@@ -335,7 +336,9 @@ class Network:
             monitor_evaluation_accuracy: bool = True, monitor_training_cost: bool = False,
             monitor_training_accuracy: bool = False, early_stopping_n: int = 0,
             schedule_n: int = 0, schedule_floor: float = 1 / 128,
-            on_epoch=None, on_progress=None, regularisation_n: int | None = None) -> History:
+            on_epoch=None, on_progress=None, regularisation_n: int | None = None,
+            resume: dict | None = None, on_checkpoint=None, checkpoint_every: int = 0,
+            should_stop=None, on_nan: str = "stop") -> History:
         """Mini-batch stochastic gradient descent, as in the book's ``network2.SGD``.
 
         training_data / evaluation_data: a ``gpunn.data`` Split or a pair (X, y).
@@ -346,9 +349,26 @@ class Network:
         on_progress(done, total): called as examples of the epoch are processed.
         regularisation_n: the n in the L2/L1 terms λ/n (default: the training-set size;
             network3 uses the number of mini-batches).
+
+        Resuming (see :mod:`gpunn.checkpoint` for files):
+        on_checkpoint(state): called with the resumable state (a dict of JSON values and
+            arrays, see :meth:`_resumable_state`) after every epoch, every
+            ``checkpoint_every`` mini-batches (0: never mid-epoch) and when ``should_stop``
+            stops training. Its arrays are live: copy or write them before returning.
+        resume: such a state; training continues from it exactly. On the CPU the result is
+            bit-identical to a run that was never stopped; on a GPU equal within float
+            rounding. η, the schedule's bookkeeping and the history come from the state.
+        should_stop(): polled after every chunk of ~1,000 examples (a whole number of
+            mini-batches); when it returns True training stops there with
+            ``history.stop_reason == "interrupted"`` (after a last ``on_checkpoint``).
+        on_nan: what a non-finite weight does (checked once per chunk): "stop" raises
+            :class:`TrainingDiverged` naming the epoch, mini-batch and η, with the network
+            left at its last finite weights; "skip-batch" undoes and skips the mini-batches
+            that made them; "halve-eta" undoes the chunk and retries it at η/2.
         """
         _check_positive_int("epochs", epochs, allow_zero=True)
         _check_positive_int("mini_batch_size", mini_batch_size)
+        _check_positive_int("checkpoint_every", checkpoint_every, allow_zero=True)
         for name, value in (("eta", eta), ("lmbda", lmbda), ("l1", l1)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0; received {value!r}")
@@ -358,6 +378,8 @@ class Network:
             raise ConfigError(f"momentum must be in [0, 1); received {momentum!r}")
         if (early_stopping_n or schedule_n) and evaluation_data is None:
             raise ConfigError("early stopping and the eta schedule need evaluation_data")
+        if on_nan not in ON_NAN:
+            raise ConfigError(f"on_nan must be one of {', '.join(ON_NAN)}; received {on_nan!r}")
 
         train = as_split(training_data)
         evaluation = as_split(evaluation_data) if evaluation_data is not None else None
@@ -366,28 +388,72 @@ class Network:
             raise ConfigError("training_data is empty")
         n_reg = regularisation_n or n
         xp, backend = self.xp, self.backend
+        # What a resumed run must share with the run that wrote the state.
+        settings = {"n": n, "mini_batch_size": mini_batch_size, "lmbda": lmbda, "l1": l1,
+                    "momentum": momentum, "regularisation_n": n_reg,
+                    "early_stopping_n": early_stopping_n, "schedule_n": schedule_n,
+                    "schedule_floor": schedule_floor}
+        run = _Run(history=History(), eta=eta, eta0=eta)
+        if resume is not None:
+            self._restore(resume, settings, run)
+            if run.history.stop_reason not in ("completed", "interrupted"):
+                return run.history  # it had stopped by itself (early stopping, schedule)
+            run.history.stop_reason = "completed"
         # Whole chunks of SGD steps go through the dense_sgd kernel: one Numba call per chunk
         # on the CPU, the NumPy reference (update_mini_batch in a loop) wherever it can't.
         trainer = backend.kernel("dense_sgd")
         if not trainer.supports(self, self.dropout):
             trainer = backend.kernel("dense_sgd", reference=True)
         state = trainer.prepare(self, momentum)
-        history = History()
-        eta0, best, best_epoch = eta, -1.0, 0
+        history = run.history
         chunk = max(mini_batch_size, (CHUNK // mini_batch_size) * mini_batch_size)
-        for epoch in range(1, epochs + 1):
+
+        def checkpoint():
+            if on_checkpoint is not None:
+                on_checkpoint(self._resumable_state(run, settings))
+
+        def train_steps(lo, hi):
+            """SGD over examples order[lo:hi] of the epoch, then the finiteness check."""
+            idx = run.order[lo:hi]
+            Xc = backend.asarray(train.x(idx), dtype=self.dtype)
+            Xc = Xc.reshape((len(idx),) + self.input_shape)
+            Yc = self._eye[xp.asarray(train.labels[idx])]
+            args = (lmbda, l1, n_reg, momentum)
+            saved = self._snapshot()
+            trainer.run(state, Xc, Yc, mini_batch_size, run.eta, *args)
+            if not self._finite():
+                self._after_nan(trainer, state, saved, Xc, Yc, mini_batch_size, args, run,
+                                lo, on_nan)
+
+        for epoch in range(run.epoch + 1, epochs + 1):
             start = time.perf_counter()
-            order = self.rng.permutation(n)
-            for c0 in range(0, n, chunk):
-                idx = order[c0:c0 + chunk]
-                Xc = backend.asarray(train.x(idx), dtype=self.dtype)
-                Xc = Xc.reshape((len(idx),) + self.input_shape)
-                Yc = self._eye[xp.asarray(train.labels[idx])]
-                trainer.run(state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n_reg, momentum)
+            if run.order is None:  # a new epoch (a resumed one keeps its order and progress)
+                run.order, run.done, run.seconds = self.rng.permutation(n), 0, 0.0
+            stop = False
+            while run.done < n:
+                hi = min(run.done + chunk, n)
+                if checkpoint_every:  # end the chunk at the next checkpoint step
+                    due = (run.steps // checkpoint_every + 1) * checkpoint_every
+                    hi = min(hi, run.done + (due - run.steps) * mini_batch_size)
+                train_steps(run.done, hi)
+                run.steps += -(-(hi - run.done) // mini_batch_size)
+                run.done = hi
                 if on_progress is not None:
-                    on_progress(min(c0 + chunk, n), n)
+                    on_progress(hi, n)
+                stop = should_stop is not None and bool(should_stop())
+                if hi < n and (stop or (checkpoint_every
+                                        and run.steps % checkpoint_every == 0)):
+                    run.seconds += time.perf_counter() - start
+                    start = time.perf_counter()
+                    checkpoint()
+                if stop and hi < n:
+                    history.stop_reason = "interrupted"
+                    return history
             backend.synchronize()
-            record = {"epoch": epoch, "seconds": time.perf_counter() - start, "eta": eta}
+            record = {"epoch": epoch, "seconds": run.seconds + time.perf_counter() - start,
+                      "eta": run.eta}
+            if run.skipped:
+                record["skipped_batches"], run.skipped = run.skipped, 0
             if monitor_training_cost or monitor_training_accuracy:
                 record.update(self._monitor(train, "training", monitor_training_cost,
                                             monitor_training_accuracy, lmbda, l1, n_reg))
@@ -395,25 +461,146 @@ class Network:
                                            or early_stopping_n or schedule_n):
                 record.update(self._monitor(evaluation, "evaluation", monitor_evaluation_cost,
                                             True, lmbda, l1, n_reg))
+            for key in ("training_cost", "evaluation_cost"):
+                if key in record and not math.isfinite(record[key]):
+                    raise TrainingDiverged(
+                        f"training diverged: the {key.replace('_', ' ')} is "
+                        f"{record[key]} after epoch {epoch} (eta {run.eta:g}); try a smaller "
+                        f"eta", epoch, None, run.eta)
             history.epochs.append(record)
+            run.epoch, run.order = epoch, None
             if on_epoch is not None:
                 on_epoch(record)
             if early_stopping_n or schedule_n:
                 acc = record["evaluation_accuracy"]
-                if acc > best:
-                    best, best_epoch = acc, epoch
-                elif early_stopping_n and epoch - best_epoch >= early_stopping_n:
+                if acc > run.best:
+                    run.best, run.best_epoch = acc, epoch
+                elif early_stopping_n and epoch - run.best_epoch >= early_stopping_n:
                     history.stop_reason = (f"early stopping: no improvement in "
                                            f"{early_stopping_n} epochs")
-                    break
-                elif schedule_n and epoch - best_epoch >= schedule_n:
-                    eta /= 2
-                    best_epoch = epoch  # wait another schedule_n epochs at the new eta
-                    if eta < eta0 * schedule_floor:
+                elif schedule_n and epoch - run.best_epoch >= schedule_n:
+                    run.eta /= 2
+                    run.best_epoch = epoch  # wait another schedule_n epochs at the new eta
+                    if run.eta < run.eta0 * schedule_floor:
                         history.stop_reason = (f"eta schedule: eta fell below eta0 x "
                                                f"{schedule_floor:g}")
-                        break
+            checkpoint()
+            if history.stop_reason != "completed":
+                break
+            if stop and epoch < epochs:
+                history.stop_reason = "interrupted"
+                break
         return history
+
+    # -- resumable state ---------------------------------------------------------------------
+    def _resumable_state(self, run: _Run, settings: dict) -> dict:
+        """What ``sgd(resume=...)`` needs to continue exactly: JSON values and arrays.
+
+        ``epoch``: epochs completed; ``examples_done``/``order``: progress through the
+        current epoch and its permutation (None at an epoch's end); ``steps``: mini-batches
+        since the start; ``eta``, ``eta0``, ``best``, ``best_epoch``: the schedule and early
+        stopping; ``history``; ``rng``: the generator's state; ``velocities``: momentum
+        buffers (None without momentum); ``settings`` and ``architecture`` to check a resume.
+        """
+        return {
+            "kind": "gpunn.Network.sgd", "version": 1,
+            "epoch": run.epoch, "examples_done": run.done if run.order is not None else 0,
+            "order": run.order, "steps": run.steps, "epoch_seconds": run.seconds,
+            "eta": run.eta, "eta0": run.eta0, "best": run.best, "best_epoch": run.best_epoch,
+            "history": run.history.to_dict(), "rng": self.rng.state,
+            "velocities": self.velocities, "settings": settings,
+            "architecture": self.config()["layers"],
+        }
+
+    def _restore(self, state: dict, settings: dict, run: _Run) -> None:
+        """Load ``state`` (from :meth:`_resumable_state`) into this network and ``run``."""
+        try:
+            if state.get("kind") != "gpunn.Network.sgd" or state.get("version") != 1:
+                raise ConfigError(f"resume expects the state Network.sgd gives "
+                                  f"on_checkpoint; received kind {state.get('kind')!r}")
+            mine = self.config()["layers"]
+            if state["architecture"] != mine:
+                raise ConfigError(f"cannot resume: the state is for the network "
+                                  f"{_describe(state['architecture'])} but this network is "
+                                  f"{_describe(mine)}")
+            changed = [f"{k}={state['settings'].get(k)!r} in the state, {v!r} now"
+                       for k, v in settings.items() if state["settings"].get(k) != v]
+            if changed:
+                raise ConfigError("cannot resume with different training settings: "
+                                  + "; ".join(changed))
+            self.rng.set_state(state["rng"])
+            if state["velocities"] is None:
+                self.velocities = None
+            else:
+                self.velocities = [[self.backend.asarray(v, dtype=self.dtype) for v in layer]
+                                   for layer in state["velocities"]]
+            run.history = History(list(state["history"]["epochs"]),
+                                  state["history"]["stop_reason"])
+            run.epoch, run.steps = int(state["epoch"]), int(state["steps"])
+            run.eta, run.eta0 = float(state["eta"]), float(state["eta0"])
+            run.best, run.best_epoch = float(state["best"]), int(state["best_epoch"])
+            if state["order"] is not None:
+                run.order = np.asarray(state["order"])
+                run.done, run.seconds = int(state["examples_done"]), float(state["epoch_seconds"])
+                if run.order.shape != (settings["n"],) or not 0 <= run.done <= settings["n"]:
+                    raise ConfigError("the state's data order does not fit the training data")
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"resume: the state is incomplete or corrupt ({exc!r})") from exc
+
+    # -- the divergence guard --------------------------------------------------------------
+    def _params(self) -> list:
+        """Every parameter and momentum buffer, the arrays training updates in place."""
+        params = [p for layer in self.layers for p, _, _ in layer.param_groups()]
+        if self.velocities is not None:
+            params += [v for layer in self.velocities for v in layer]
+        return params
+
+    def _snapshot(self) -> list:
+        return [p.copy() for p in self._params()]
+
+    def _restore_snapshot(self, saved: list) -> None:
+        for p, s in zip(self._params(), saved):
+            p[...] = s  # in place: the trainer's state holds these very arrays
+
+    def _finite(self) -> bool:
+        """True when every parameter is finite; one reduction per array and one sync.
+
+        A NaN or inf anywhere makes the array's sum non-finite (so can a finite sum over
+        3.4e38, which is divergence too).
+        """
+        total = sum(p.sum(dtype=self.xp.float64) for p in self._params())
+        return bool(self.xp.isfinite(total))
+
+    def _after_nan(self, trainer, state, saved, Xc, Yc, mbs, args, run, lo, on_nan) -> None:
+        """A chunk made a weight non-finite: undo it, then stop, skip or retry per ``on_nan``."""
+        self._restore_snapshot(saved)
+        if on_nan == "halve-eta":
+            while True:
+                run.eta /= 2
+                if run.eta < run.eta0 * 2.0 ** -20:
+                    break  # halving will not help: stop below
+                trainer.run(state, Xc, Yc, mbs, run.eta, *args)
+                if self._finite():
+                    return
+                self._restore_snapshot(saved)
+        # Replay the chunk one mini-batch at a time to find (and maybe skip) the bad ones.
+        for k in range(0, Xc.shape[0], mbs):
+            saved = self._snapshot()
+            trainer.run(state, Xc[k:k + mbs], Yc[k:k + mbs], mbs, run.eta, *args)
+            if self._finite():
+                continue
+            self._restore_snapshot(saved)
+            batch = (lo + k) // mbs + 1
+            if on_nan == "skip-batch":
+                run.skipped += 1
+                continue
+            raise TrainingDiverged(
+                f"training diverged: a weight became NaN or infinite in mini-batch {batch} of "
+                f"epoch {run.epoch + 1} (eta {run.eta:g}); the network keeps its last finite "
+                f"weights; try a smaller eta, or on_nan='skip-batch' or 'halve-eta'",
+                run.epoch + 1, batch, run.eta)
 
     # -- evaluation -------------------------------------------------------------------------
     def _monitor(self, data, prefix, want_cost, want_accuracy, lmbda, l1, n) -> dict:
@@ -452,6 +639,31 @@ class Network:
     def predict(self, X):
         """Most active output neuron for each row of X: labels (N,) on the backend."""
         return self.feedforward(X).argmax(axis=1)
+
+
+@dataclass
+class _Run:
+    """Where one ``sgd`` call is: what a checkpoint records and a resume restores."""
+
+    history: History
+    eta: float
+    eta0: float
+    epoch: int = 0  # epochs completed
+    order: np.ndarray | None = None  # this epoch's permutation, None between epochs
+    done: int = 0  # examples of this epoch trained on
+    steps: int = 0  # mini-batches since the start
+    seconds: float = 0.0  # time spent in this epoch before a checkpoint
+    best: float = -1.0
+    best_epoch: int = 0
+    skipped: int = 0  # mini-batches skipped this epoch (on_nan="skip-batch")
+
+
+def _describe(layers: list) -> str:
+    """A short name for a list of layer configs, e.g. 784-30-10 or Conv2D(...)-..."""
+    if all(c.get("type") in ("fc", "softmax", "FullyConnected", "Softmax") and "n_in" in c
+           for c in layers):
+        return "-".join(str(v) for v in [layers[0]["n_in"]] + [c["n_out"] for c in layers])
+    return " -> ".join(str(c) for c in layers)
 
 
 def _check_positive_int(name, value, allow_zero=False) -> None:

@@ -12,6 +12,7 @@ What it leaves out: the signed, short, int, float and double IDX types.
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -60,7 +61,15 @@ def _read(file, path: Path) -> np.ndarray:
     if len(header) != 4 * ndim:
         raise EOFError
     shape = struct.unpack(f">{ndim}I", header)
-    data = np.empty(shape, dtype=np.uint8)
+    if not isinstance(file, gzip.GzipFile) and (  # a plain file: its size is known
+            4 + 4 * ndim + int(np.prod(shape, dtype=np.int64)) > os.fstat(file.fileno()).st_size):
+        raise DataError(f"{path}: the header says shape {shape} but the file is too short "
+                        "for it; delete it and fetch it again")
+    try:
+        data = np.empty(shape, dtype=np.uint8)
+    except (ValueError, MemoryError) as exc:  # a damaged header can claim terabytes
+        raise DataError(f"{path}: the header claims shape {shape}, more than fits in memory; "
+                        "the file is damaged or not IDX") from exc
     view, done = memoryview(data.reshape(-1)), 0
     while done < data.size:  # into the array in 1 MiB steps: gzip would copy a larger read
         got = file.readinto(view[done:done + (1 << 20)])
