@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 # Thread counts must be fixed before NumPy loads its BLAS.
 _threads = "1"
@@ -28,9 +30,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median_time, table, write_section  # noqa: E402
-from gpunn.kernels import lookup  # noqa: E402
 
 from gpunn import backend as backend_module  # noqa: E402
+from gpunn.kernels import lookup  # noqa: E402
 
 # (label, N, C, H, W, F, K, stride, padding, pool kernel, pool stride)
 NETWORK3 = [
@@ -67,6 +69,38 @@ def sgemm_gflops(m: int, k: int, n: int, repeat: int) -> float:
     return 2 * m * k * n / median_time(lambda: a @ b, repeat=repeat) / 1e9
 
 
+def paired_medians(fns, repeat: int, warmup: int = 2) -> list[float]:
+    """Median seconds of each of ``fns``, timed in turn call by call, so that load from other
+    processes on a shared machine falls on all of them alike and their ratios hold."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, samples in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    return [statistics.median(samples) for samples in times]
+
+
+def products_step(n, c, f, k, oh, ow):
+    """The three BLAS products of the Numba conv2d alone, in its layouts (its lower bound)."""
+    rng = np.random.default_rng(2)
+    p, kk = n * oh * ow, c * k * k
+    cols = rng.standard_normal((p, kk)).astype(np.float32)
+    w2 = rng.standard_normal((f, kk)).astype(np.float32)
+    dout2 = rng.standard_normal((p, f)).astype(np.float32)
+    prod, dcols = np.empty((p, f), np.float32), np.empty((p, kk), np.float32)
+
+    def step():
+        np.matmul(cols, w2.T, out=prod)
+        dout2.T @ cols
+        np.matmul(dout2, w2, out=dcols)
+
+    return step
+
+
 def bench_conv(case, n, torch, repeat, with_reference):
     label, c, size, f, k, stride, padding, pool_k, pool_s = case
     rng = np.random.default_rng(0)
@@ -86,9 +120,9 @@ def bench_conv(case, n, torch, repeat, with_reference):
     out, _ = conv.forward(x, w, b, stride, padding)
     oh, ow = out.shape[2:]
     flops = 3 * 2 * n * f * oh * ow * c * k * k  # forward, dw and dx products
-    t_ours = median_time(run(conv), repeat=repeat, warmup=2)
     t_ref = median_time(run(lookup("conv2d", "numpy")), repeat=3) if with_reference else None
     t_torch = t_pool = t_pool_torch = None
+    steps = [run(conv), products_step(n, c, f, k, oh, ow)]
     if torch is not None:
         tx = torch.tensor(x, requires_grad=True)
         tw, tb = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
@@ -98,11 +132,13 @@ def bench_conv(case, n, torch, repeat, with_reference):
             y.backward(y.detach())
             tx.grad = tw.grad = tb.grad = None
 
-        t_torch = median_time(torch_step, repeat=repeat, warmup=2)
+        steps.append(torch_step)
+    t_ours, t_products, *rest = paired_medians(steps, repeat)
+    t_torch = rest[0] if rest else None
     ceiling = sgemm_gflops(f, c * k * k, n * oh * ow, repeat)
     gflops = flops / t_ours / 1e9
     conv_row = [f"{label} N={n}", _ms(t_ours), _ms(t_torch), _ratio(t_ours, t_torch), _ms(t_ref),
-                f"{gflops:.1f}", f"{ceiling:.1f}", f"{gflops / ceiling:.2f}"]
+                _ms(t_products), f"{gflops:.1f}", f"{ceiling:.1f}", f"{gflops / ceiling:.2f}"]
 
     # The pooling that follows this conv, on its output.
     y = np.ascontiguousarray(out)
@@ -132,7 +168,20 @@ def bench_conv(case, n, torch, repeat, with_reference):
         t_pool_torch = median_time(torch_pool, repeat=repeat, warmup=2)
     pool_row = [f"pool {pool_k}/{pool_s} on {tuple(y.shape)}", _ms(t_pool), _ms(t_pool_torch),
                 _ratio(t_pool, t_pool_torch), _ms(t_pool_ref)]
-    return conv_row, pool_row, (t_ours, t_torch)
+    return conv_row, pool_row, (t_ours, t_torch, t_products)
+
+
+def _limit(name: str, ours: float, theirs: float, products: float) -> str:
+    """Why a conv shape is slower than PyTorch: the BLAS products, or the loops around them."""
+    rest = max(ours - products, 0.0)
+    head = (f"- {name}: {ours / theirs:.2f}x PyTorch; its three OpenBLAS products alone take "
+            f"{products * 1e3:.2f} ms ({products / theirs:.2f}x PyTorch's whole fwd+bwd), "
+            f"im2col, col2im and the layout copies the other {rest * 1e3:.2f} ms.")
+    if products >= theirs:
+        return (head + " The products alone exceed PyTorch (oneDNN's direct convolution runs "
+                "these thin shapes faster than sgemm does), so no work on the loops around BLAS "
+                "can close the gap; that needs a direct, register-tiled conv kernel.")
+    return head + " The loops around BLAS are what to shrink here."
 
 
 def bench_softmax(n, k, torch, repeat):
@@ -174,16 +223,20 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else 15
     torch = _torch(args.threads)
+    load_before = os.getloadavg()[0]
 
-    conv_rows, pool_rows, verdicts = [], [], []
+    conv_rows, pool_rows, verdicts, limits = [], [], [], []
     cases = [(case, n, True) for n in (10, 64) for case in NETWORK3]
     cases += [(case, 16, False) for case in ALEXNET[: 1 if args.quick else None]]
     for case, n, network3 in cases:
-        conv_row, pool_row, (ours, theirs) = bench_conv(case, n, torch, repeat, network3)
+        conv_row, pool_row, (ours, theirs, products) = bench_conv(case, n, torch, repeat,
+                                                                  network3)
         conv_rows.append(conv_row)
         pool_rows.append(pool_row)
         if network3 and theirs is not None:
             verdicts.append((conv_row[0], ours / theirs))
+        if theirs is not None and ours > theirs:
+            limits.append(_limit(conv_row[0], ours, theirs, products))
         print(" | ".join(conv_row), flush=True)
 
     soft_rows = []
@@ -195,16 +248,20 @@ def main(argv=None) -> None:
         print(" | ".join(row), flush=True)
 
     peak = sgemm_gflops(1024, 1024, 1024, 3)
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     header = ["conv2d fwd+bwd (float32)", "gpunn ms", "torch ms", "gpunn/torch", "reference ms",
-              "GFLOP/s", "sgemm GFLOP/s same shape", "fraction of sgemm"]
+              "its 3 sgemm ms", "GFLOP/s", "sgemm GFLOP/s same shape", "fraction of sgemm"]
     met = [f"- {name}: {ratio:.2f}x PyTorch — {'met' if ratio <= 1.0 else 'NOT met'}"
            for name, ratio in verdicts]
     body = "\n\n".join([
         f"`python benchmarks/bench_kernels.py{' --quick' if args.quick else ''} "
         f"--threads {args.threads}`: medians of {repeat} runs; {args.threads} thread(s) for "
         f"BLAS, Numba and PyTorch. gpunn = the Numba kernels (`backend.kernel(op)` on the CPU); "
-        f"reference = the NumPy oracle. fwd+bwd computes dx, dw and db. float32 sgemm "
-        f"1024x1024x1024: {peak:.1f} GFLOP/s.",
+        f"reference = the NumPy oracle. fwd+bwd computes dx, dw and db; gpunn, torch and "
+        f"\"its 3 sgemm\" are timed in turn, call by call. float32 sgemm "
+        f"1024x1024x1024: {peak:.1f} GFLOP/s. Load average (1 min, other processes included): "
+        f"{load}; above ~1 on this 2-core machine the BLAS products slow more than PyTorch's "
+        f"direct convolution does.",
         table(header, conv_rows),
         table(["max_pool2d fwd+bwd (float32)", "gpunn ms", "torch ms", "gpunn/torch",
                "reference ms"], pool_rows),
@@ -212,6 +269,9 @@ def main(argv=None) -> None:
                "gpunn/torch", "reference µs"], soft_rows),
         "Targets (network3 conv fwd+bwd and fused softmax-xent fwd+bwd <= 1.0x PyTorch CPU):\n"
         + ("\n".join(met) if met else "- PyTorch not installed: not compared"),
+        "Conv shapes slower than PyTorch, and what limits them (\"its 3 sgemm ms\" = the "
+        "kernel's forward, dw and dx products alone, in its own layouts):\n"
+        + ("\n".join(limits) if limits else "- none"),
         "GPU (CuPy RawKernel) figures: unmeasured — no GPU in this session; the CUDA sources "
         "are only compiled (NVRTC, sm_80/sm_90) by tests/kernels/test_nvrtc.py.",
     ])

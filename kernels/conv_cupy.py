@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cupy
 import numpy as np
+
 from gpunn.kernels import checks
 from gpunn.kernels.conv import check_dout
 from gpunn.kernels.cupy_module import THREADS, blocks, function

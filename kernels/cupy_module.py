@@ -7,6 +7,7 @@ per (source, dtype) and process; CuPy also caches the binary on disk.
 from __future__ import annotations
 
 import cupy
+
 from gpunn.kernels.cuda_sources import source
 from gpunn.kernels.nvrtc import CUPY_OPTIONS
 

@@ -17,10 +17,9 @@ Interface (shared by ``pool_numba`` and ``pool_cupy``)::
 
 from __future__ import annotations
 
-from gpunn.kernels import checks
-
 from gpunn.backend import array_module
 from gpunn.errors import ConfigError
+from gpunn.kernels import checks
 
 
 def check_dout(dout, out_shape) -> None:

@@ -9,9 +9,10 @@ The 2x2 stride-2 case, the book's, has its own unrolled loop. Same interface as
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
 from gpunn.kernels import checks
 from gpunn.kernels.pool import check_dout
-from numba import njit
 
 
 @njit(cache=True)

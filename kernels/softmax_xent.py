@@ -17,10 +17,9 @@ Interface (shared by ``softmax_xent_numba`` and ``softmax_xent_cupy``)::
 
 from __future__ import annotations
 
-from gpunn.kernels import checks
-
 from gpunn.backend import array_module
 from gpunn.errors import ConfigError
+from gpunn.kernels import checks
 
 
 def check_backward(probs, labels) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cupy
 import numpy as np
+
 from gpunn.kernels import checks
 from gpunn.kernels.cuda_sources import SOFTMAX_THREADS
 from gpunn.kernels.cupy_module import THREADS, blocks, function

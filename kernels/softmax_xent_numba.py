@@ -11,9 +11,10 @@ loops, and Numba only sums the loss. Same interface as
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
 from gpunn.kernels import checks
 from gpunn.kernels.softmax_xent import check_backward
-from numba import njit
 
 
 @njit(cache=True)

@@ -81,6 +81,54 @@ def test_backward_can_skip_dx(backend):
     assert dx is None and dw.shape == wt.shape and db.shape == b.shape
 
 
+def test_interleaved_and_repeated_backward_match_reference(backend, oracle):
+    # Kernels may reuse scratch between calls: two forwards of one shape before either
+    # backward, then a second backward on the same cache, must still give each its own grads.
+    ref, conv = oracle.reference("conv2d"), backend.kernel("conv2d")
+    rng = np.random.default_rng(3)
+    tol = oracle.tolerance(np.float32)
+    runs = []
+    for _ in range(2):
+        x, wt, b = _arrays(rng, np.float32, 3, 4, 9, 8, 5, 3, 3)
+        out, cache = conv.forward(*(backend.asarray(a) for a in (x, wt, b)), 1, 1)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        runs.append((cache, dout, ref.backward(dout, ref.forward(x, wt, b, 1, 1)[1])))
+    for cache, dout, wants in runs + runs[:1]:
+        grads = conv.backward(backend.asarray(dout), cache)
+        for name, got, want in zip(("dx", "dw", "db"), grads, wants, strict=True):
+            assert_matches(f"conv2d {name}", got, want, **tol)
+
+
+def test_skipping_dx_leaves_dw_and_db(backend, oracle):
+    x, wt, b = _arrays(np.random.default_rng(4), np.float32, 4, 1, 12, 12, 6, 5, 5)
+    conv, ref = backend.kernel("conv2d"), oracle.reference("conv2d")
+    out, cache = conv.forward(*(backend.asarray(a) for a in (x, wt, b)), 2, 2)
+    out_ref, cache_ref = ref.forward(x, wt, b, 2, 2)
+    dout = np.random.default_rng(5).standard_normal(out_ref.shape).astype(np.float32)
+    _, dw, db = conv.backward(backend.asarray(dout), cache, need_dx=False)
+    _, dw_ref, db_ref = ref.backward(dout, cache_ref, need_dx=False)
+    assert_matches("conv2d dw", dw, dw_ref, **oracle.tolerance(np.float32))
+    assert_matches("conv2d db", db, db_ref, **oracle.tolerance(np.float32))
+
+
+@pytest.mark.parametrize("n, c, size, f, k, padding", [(10, 20, 12, 40, 5, 0),
+                                                       (2, 64, 15, 64, 5, 2)])
+def test_network_shapes_match_reference(backend, oracle, n, c, size, f, k, padding):
+    # The benchmarked shapes (network3 conv2, AlexNet-style 64->64) at full channel counts;
+    # float32 sums of up to 1,600 products of O(1) values round to ~1e-4 absolute.
+    x, wt, b = _arrays(np.random.default_rng(6), np.float32, n, c, size, size, f, k, k)
+    ref, conv = oracle.reference("conv2d"), backend.kernel("conv2d")
+    out_ref, cache_ref = ref.forward(x, wt, b, 1, padding)
+    out, cache = conv.forward(*(backend.asarray(a) for a in (x, wt, b)), 1, padding)
+    tol = oracle.tolerance(np.float32)
+    assert_matches("conv2d forward", out, out_ref, **tol)
+    dout = np.random.default_rng(7).standard_normal(out_ref.shape).astype(np.float32)
+    grads = conv.backward(backend.asarray(dout), cache)
+    for name, got, want in zip(("dx", "dw", "db"), grads, ref.backward(dout, cache_ref),
+                               strict=True):
+        assert_matches(f"conv2d {name}", got, want, rtol=tol["rtol"], atol=1e-3)
+
+
 def test_reference_matches_torch(oracle):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -106,7 +154,8 @@ def test_numba_compiles_once_per_dtype():
         out, cache = conv_numba.conv2d.forward(x, np.ones((2, shape[1], 3, 3), np.float32),
                                                np.zeros(2, np.float32), 2, 1)
         conv_numba.conv2d.backward(out, cache)
-    for fn in (conv_numba._im2col, conv_numba._col2im, conv_numba._transpose):
+    for fn in (conv_numba._im2col, conv_numba._col2im, conv_numba._transpose,
+               conv_numba._transpose_sum):
         assert len([s for s in fn.signatures if s[0].dtype.name == "float32"]) == 1
 
 
