@@ -15,6 +15,7 @@ COMMAND_MODULES = {
     "gpunn.cli.plot": ["plot", "show"],
     "gpunn.cli.baseline": ["baseline"],
     "gpunn.cli.reproduce": ["reproduce"],
+    "gpunn.cli.imagenet": ["imagenet"],
     "gpunn.cli.ensemble": ["ensemble"],
 }
 

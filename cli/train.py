@@ -449,9 +449,16 @@ def _print_layer_summary(net) -> None:
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("--preset", default=None, metavar="NAME", help="A book preset, e.g. 3b1b.")
 @click.option("--sizes", type=SizesType(), default=None, help="Layer sizes, e.g. 784,16,16,10.")
-def summary(model, preset, sizes):
-    """Per-layer weight and bias counts of a network (MODEL file, --preset or --sizes)."""
+@click.option("--arch", type=click.Choice(["alexnet", "alexnet-small"]), default=None,
+              help="An ImageNet-style convnet (1,000 classes); see `gpunn imagenet summary`.")
+def summary(model, preset, sizes, arch):
+    """Per-layer weight and bias counts of a network (MODEL file, --preset, --sizes, --arch)."""
     from gpunn import presets
+
+    if arch:
+        from gpunn.cli.imagenet import summary as arch_summary
+
+        return arch_summary.callback(arch=arch, classes=1000, lrn=False)
 
     if model:
         from gpunn.io import read_meta

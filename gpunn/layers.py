@@ -26,7 +26,7 @@ from gpunn import activations
 from gpunn.errors import ConfigError
 
 __all__ = ["Layer", "FullyConnected", "Softmax", "Conv2D", "MaxPool", "ConvPool", "Flatten",
-           "INITS", "from_config"]
+           "LRN", "INITS", "from_config"]
 
 INITS = ("default", "large", "network3")
 
@@ -53,12 +53,16 @@ class Layer:
 
     dropout = 0.0
     kind = "layer"
+    w = b = None  # weights (decayed by L2/L1) and biases, for layers that have them
 
     def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
         raise NotImplementedError
 
     def param_groups(self) -> list:
-        return []
+        if self.w is None:
+            return []
+        return [(self.w, getattr(self, "nabla_w", None), True),
+                (self.b, getattr(self, "nabla_b", None), False)]
 
     @property
     def num_params(self) -> int:
@@ -152,10 +156,6 @@ class FullyConnected(Layer):
     def backward(self, grad, need_grad_input: bool = True):
         return self.backward_delta(self.delta_from(grad), need_grad_input)
 
-    def param_groups(self) -> list:
-        return [(self.w, getattr(self, "nabla_w", None), True),
-                (self.b, getattr(self, "nabla_b", None), False)]
-
     @property
     def num_params(self) -> int:
         return self.n_out * self.n_in + self.n_out
@@ -213,6 +213,12 @@ class Flatten(Layer):
         return {"type": "Flatten"}
 
 
+def _check_chw(layer, input_shape, channels) -> None:
+    if len(input_shape) != 3 or input_shape[0] != channels:
+        raise ConfigError(f"{layer!r} expects inputs of shape (C={channels}, H, W) per "
+                          f"example; the layer below gives {tuple(input_shape)}")
+
+
 def _conv_init(rng, init, f, c, k, fan_out, dtype):
     """Filters (F, C, K, K) ~ N(0, 1/fan_in) (``default``), N(0, 1) (``large``) or
     N(0, 1/fan_out) as network3 draws them; biases N(0, 1)."""
@@ -239,11 +245,7 @@ class Conv2D(Layer):
         self.w = self.b = None
 
     def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
-        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
-            raise ConfigError(
-                f"{self!r} expects inputs of shape (C={self.in_channels}, H, W) per example; "
-                f"the layer below gives {tuple(input_shape)}"
-            )
+        _check_chw(self, input_shape, self.in_channels)
         _, h, w = input_shape
         k, s, p = self.kernel_size, self.stride, self.padding
         oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
@@ -265,10 +267,6 @@ class Conv2D(Layer):
         dx, self.nabla_w, self.nabla_b = self.conv.backward(delta, self._cache,
                                                             need_dx=need_grad_input)
         return dx
-
-    def param_groups(self) -> list:
-        return [(self.w, getattr(self, "nabla_w", None), True),
-                (self.b, getattr(self, "nabla_b", None), False)]
 
     def config(self) -> dict:
         return {"type": "Conv2D", "in_channels": self.in_channels,
@@ -327,11 +325,7 @@ class ConvPool(Layer):
         self.w = self.b = None
 
     def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
-        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
-            raise ConfigError(
-                f"{self!r} expects inputs of shape (C={self.in_channels}, H, W) per example; "
-                f"the layer below gives {tuple(input_shape)}"
-            )
+        _check_chw(self, input_shape, self.in_channels)
         _, h, w = input_shape
         k, p = self.kernel_size, self.pool_size
         oh, ow = (h - k + 1) // p, (w - k + 1) // p
@@ -360,18 +354,70 @@ class ConvPool(Layer):
                                                  need_dx=need_grad_input)
         return dx
 
-    def param_groups(self) -> list:
-        return [(self.w, getattr(self, "nabla_w", None), True),
-                (self.b, getattr(self, "nabla_b", None), False)]
-
     def config(self) -> dict:
         return {"type": "ConvPool", "in_channels": self.in_channels,
                 "out_channels": self.out_channels, "kernel_size": self.kernel_size,
                 "pool": self.pool_size, "activation": self.activation.name}
 
 
+class LRN(Layer):
+    """KSH's local response normalisation across channels, for x of shape (N, C, H, W):
+
+        b_c = a_c / (k + α Σ_{c' within size/2 of c} a_c'²)^β
+
+    with KSH's k=2, size=5, α=1e-4, β=0.75. (PyTorch's ``LocalResponseNorm`` divides α by
+    ``size``: ``LocalResponseNorm(5, 5e-4, 0.75, 2)`` is this layer.) No parameters.
+    """
+
+    kind = "lrn"
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+        _positive("LRN", size=size)
+        if alpha < 0 or beta < 0 or k <= 0:
+            raise ConfigError(f"LRN needs alpha >= 0, beta >= 0 and k > 0; received "
+                              f"alpha={alpha}, beta={beta}, k={k}")
+        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+
+    def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
+        if len(input_shape) != 3:
+            raise ConfigError(f"{self!r} expects inputs of shape (C, H, W) per example; the "
+                              f"layer below gives {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def _window_sum(self, v):
+        """Σ over the ``size`` channels centred on each channel (zeros beyond the ends)."""
+        half, c = self.size // 2, v.shape[1]
+        out = v.copy()
+        for d in range(1, half + 1):
+            if d < c:
+                out[:, d:] += v[:, :-d]
+                out[:, :-d] += v[:, d:]
+        return out
+
+    def forward(self, x, train=False, rng=None):
+        dt = x.dtype.type
+        self._x = x
+        self._s = self._window_sum(x * x)
+        self._s *= dt(self.alpha)
+        self._s += dt(self.k)
+        self._scale = self._s ** dt(-self.beta)  # s^-β
+        return x * self._scale
+
+    def backward(self, grad, need_grad_input=True):
+        if not need_grad_input:
+            return None
+        dt = grad.dtype.type
+        # ∂b_i/∂a_j = δ_ij s_i^-β − 2αβ a_i a_j s_i^(-β-1) for j in i's window (symmetric)
+        t = grad * self._x * self._scale / self._s
+        return grad * self._scale - dt(2 * self.alpha * self.beta) * self._x * self._window_sum(t)
+
+    def config(self) -> dict:
+        return {"type": "LRN", "size": self.size, "alpha": self.alpha, "beta": self.beta,
+                "k": self.k}
+
+
 _TYPES = {cls.__name__: cls for cls in (FullyConnected, Softmax, Conv2D, MaxPool, ConvPool,
-                                        Flatten)}
+                                        Flatten, LRN)}
 
 
 def from_config(config: dict) -> Layer:

@@ -1,0 +1,116 @@
+"""`gpunn imagenet` through click's CliRunner: synthetic speed, a tiny folder, bad folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gpunn.cli.main import cli
+from gpunn.data import make_toy
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["imagenet", *[str(a) for a in args]])
+
+
+def one_line_error(result, *words):
+    """Exit 2, one `gpunn: error:` line naming ``words``, no traceback."""
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("gpunn: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_toy(tmp_path_factory.mktemp("data") / "toy", classes=3, per_class=4,
+                    val_per_class=2)
+
+
+def test_synthetic_reports_images_per_second(tmp_path):
+    metrics = tmp_path / "speed.json"
+    r = run("--synthetic", "--steps", 5, "--batch-size", 8, "--classes", 10, "--device", "cpu",
+            "--metrics-json", metrics)
+    assert r.exit_code == 0, r.output
+    assert "training:" in r.output and "forward:" in r.output and "images/s" in r.output
+    m = json.loads(metrics.read_text())
+    assert m["train_images_per_s"] > 0 and m["steps"] == 5 and m["arch"] == "alexnet-small"
+
+
+def test_toy_folder_trains_evaluates_checkpoints_and_resumes(tiny, tmp_path):
+    metrics, ckpt = tmp_path / "m.json", tmp_path / "ckpt"
+    r = run("--toy", "--data", tiny, "--epochs", 1, "--batch-size", 4, "--workers", 1,
+            "--device", "cpu", "--checkpoint-dir", ckpt, "--metrics-json", metrics)
+    assert r.exit_code == 0, r.output
+    assert "epoch   1/1" in r.output and "validation: top-1" in r.output
+    m = json.loads(metrics.read_text())
+    assert 0 <= m["val_top1"] <= 1 and m["val_top5"] == 1.0 and m["config"]["batch_size"] == 4
+    r = run("--data", tiny, "--epochs", 2, "--batch-size", 4, "--device", "cpu",
+            "--resume", ckpt, "--metrics-json", metrics)
+    assert r.exit_code == 0, r.output
+    assert "after epoch 1" in r.output and "epoch   2/2" in r.output
+    assert [e["epoch"] for e in json.loads(metrics.read_text())["epochs"]] == [1, 2]
+
+
+def test_make_toy_and_summary(tmp_path):
+    r = run("make-toy", tmp_path / "t", "--classes", 2, "--per-class", 2, "--val-per-class", 1)
+    assert r.exit_code == 0, r.output
+    assert "6 images in 2 classes" in r.output
+    assert len(list((tmp_path / "t" / "train" / "circle").glob("*.jpg"))) == 2
+    r = run("summary", "--arch", "alexnet")
+    assert r.exit_code == 0 and "62,378,344 parameters" in r.output
+
+
+def test_one_source_is_required():
+    one_line_error(run("--device", "cpu"), "one of --data DIR, --toy or --synthetic")
+    one_line_error(run("--synthetic", "--toy"), "one of --data DIR")
+
+
+def _folder(root, train, val):
+    for split, classes in (("train", train), ("val", val)):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+    return root
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    one_line_error(run("--data", tmp_path, "--device", "cpu"), "no class folders")
+
+
+def test_one_class(tiny, tmp_path):
+    root = _folder(tmp_path, ["a"], ["a"])
+    one_line_error(run("--data", root, "--device", "cpu"), "only one class folder")
+
+
+def test_mismatched_classes(tiny, tmp_path):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(tiny, root)
+    shutil.rmtree(root / "val" / "circle")
+    one_line_error(run("--data", root, "--device", "cpu"), "different classes",
+                   "missing from val/: circle")
+
+
+def test_a_file_that_is_not_an_image(tiny, tmp_path):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(tiny, root)
+    (root / "train" / "circle" / "notes.txt").write_text("skipped: not an image extension")
+    (root / "train" / "circle" / "broken.jpg").write_text("not a JPEG")
+    one_line_error(run("--data", root, "--device", "cpu", "--batch-size", 16, "--workers", 1),
+                   "broken.jpg")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to NaN
+def test_a_diverging_run_stops_with_exit_status_3(tiny):
+    r = run("--data", tiny, "--epochs", 3, "--batch-size", 4, "--eta", 1e6, "--workers", 0,
+            "--device", "cpu")
+    assert r.exit_code == 3, r.output
+    assert "the loss diverged (epoch 1); lower eta" in r.output
