@@ -105,7 +105,8 @@ def main():
             f"medians of {args.repeat} runs after a warm-up.\n\n")
     body += table(["mini-batch", "gpunn s/epoch", "PyTorch s/epoch", "gpunn / PyTorch",
                    f"target ≤ {TARGET_RATIO:.1f}x"], rows)
-    write_section(f"Chapter 6 conv net, 2 conv-pool ReLU ({args.device})", body)
+    write_section(f"Chapter 6 conv net, 2 conv-pool ReLU ({args.device}, {threads} "
+                  f"thread{'s' if threads > 1 else ''})", body)
 
 
 if __name__ == "__main__":
