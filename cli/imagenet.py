@@ -40,7 +40,7 @@ def _make_toy(path: Path) -> Path:
 
     from gpunn.data import make_toy
 
-    with tqdm(total=1, unit="img", desc=f"making {path}", leave=False) as bar:
+    with tqdm(total=1, unit="img", desc=f"making {path}", leave=False, disable=None) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
@@ -165,7 +165,8 @@ def _train(settings, backend, checkpoint_dir, resume, metrics_json):
         nonlocal bar
         if bar is None:
             bar = tqdm(total=info["steps"] * settings["batch_size"], unit="img", leave=False,
-                       desc=f"epoch {info['epoch']}/{epochs}", dynamic_ncols=True)
+                       desc=f"epoch {info['epoch']}/{epochs}", dynamic_ncols=True,
+                       disable=None)
         bar.update(info["images"] - bar.n)  # tqdm's rate and ETA are images/s and the epoch
         bar.set_postfix(loss=f"{info['loss']:.3f}", refresh=False)
 
@@ -225,7 +226,8 @@ def _synthetic(arch, classes, lrn, batch_size, steps, eta, momentum, weight_deca
     source = SyntheticImages(batch_size, classes, size, seed)
     click.echo(f"{arch}: {net.num_params:,} parameters, {classes} classes, 3x{size}x{size} "
                f"random images, batch {batch_size}, on {backend.device}")
-    with tqdm(total=1, unit="step", leave=False, desc="warm-up, then timed steps") as bar:
+    with tqdm(total=1, unit="step", leave=False, desc="warm-up, then timed steps",
+              disable=None) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
@@ -260,7 +262,7 @@ def make_toy(directory, classes, per_class, val_per_class, seed):
     from gpunn.data import make_toy as write_toy
 
     total = classes * (per_class + val_per_class)
-    with tqdm(total=total, unit="img", desc="writing", leave=False) as bar:
+    with tqdm(total=total, unit="img", desc="writing", leave=False, disable=None) as bar:
         path = write_toy(directory, classes, per_class, val_per_class, seed=seed,
                          progress=lambda done, _: bar.update(done - bar.n))
     click.echo(f"{path}: {total:,} images in {classes} classes")
