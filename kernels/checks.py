@@ -112,3 +112,23 @@ def label_range(n_classes: int, bad) -> ConfigError:
     return ConfigError(
         f"softmax_cross_entropy expects labels in [0, K)=[0, {n_classes}); received label {bad}"
     )
+
+
+def dout(op: str, letters: str, dout_array, out_shape) -> None:
+    """Raise unless a backward's ``dout`` has the forward output's shape (every backend)."""
+    if dout_array.shape != out_shape:
+        raise ConfigError(
+            f"{op} backward expects dout of shape ({letters})={out_shape}, the forward "
+            f"output's; received dout.shape={dout_array.shape}"
+        )
+
+
+def window(i: int, j: int, stride: int, oh: int, ow: int):
+    """The slices picking, for kernel offset (i, j), the input pixel of every output pixel
+    of a strided sliding window (used by the NumPy references of conv2d and max_pool2d)."""
+    return (
+        slice(None),
+        slice(None),
+        slice(i, i + stride * (oh - 1) + 1, stride),
+        slice(j, j + stride * (ow - 1) + 1, stride),
+    )

@@ -18,27 +18,12 @@ Interface (shared by ``conv_numba`` and ``conv_cupy``)::
 from __future__ import annotations
 
 from gpunn.backend import array_module
-from gpunn.errors import ConfigError
 from gpunn.kernels import checks
 
 
 def check_dout(dout, out_shape) -> None:
     """Raise unless ``dout`` has the shape of the forward output (shared by all backends)."""
-    if dout.shape != out_shape:
-        raise ConfigError(
-            f"conv2d backward expects dout of shape (N, F, OH, OW)={out_shape}, the forward "
-            f"output's; received dout.shape={dout.shape}"
-        )
-
-
-def _window(i: int, j: int, stride: int, oh: int, ow: int):
-    """The slices picking, for kernel offset (i, j), the input pixel of every output pixel."""
-    return (
-        slice(None),
-        slice(None),
-        slice(i, i + stride * (oh - 1) + 1, stride),
-        slice(j, j + stride * (ow - 1) + 1, stride),
-    )
+    checks.dout("conv2d", "N, F, OH, OW", dout, out_shape)
 
 
 class Conv2dReference:
@@ -58,7 +43,7 @@ class Conv2dReference:
         out = xp.zeros((x.shape[0], w.shape[0], oh, ow), dtype=x.dtype)
         for i in range(w.shape[2]):
             for j in range(w.shape[3]):
-                patch = x_pad[_window(i, j, stride, oh, ow)]  # (N, C, OH, OW)
+                patch = x_pad[checks.window(i, j, stride, oh, ow)]  # (N, C, OH, OW)
                 out += xp.einsum("nchw,fc->nfhw", patch, w[:, :, i, j])
         out += b[None, :, None, None]
         return out, (x_pad, w, stride, padding, x.shape, out.shape)
@@ -74,7 +59,7 @@ class Conv2dReference:
         dx_pad = xp.zeros_like(x_pad) if need_dx else None
         for i in range(w.shape[2]):
             for j in range(w.shape[3]):
-                window = _window(i, j, stride, oh, ow)
+                window = checks.window(i, j, stride, oh, ow)
                 dw[:, :, i, j] = xp.einsum("nfhw,nchw->fc", dout, x_pad[window])
                 if need_dx:
                     # Within one offset the strided positions are distinct, so += is exact.

@@ -18,27 +18,12 @@ Interface (shared by ``pool_numba`` and ``pool_cupy``)::
 from __future__ import annotations
 
 from gpunn.backend import array_module
-from gpunn.errors import ConfigError
 from gpunn.kernels import checks
 
 
 def check_dout(dout, out_shape) -> None:
     """Raise unless ``dout`` has the shape of the forward output (shared by all backends)."""
-    if dout.shape != out_shape:
-        raise ConfigError(
-            f"max_pool2d backward expects dout of shape (N, C, OH, OW)={out_shape}, the "
-            f"forward output's; received dout.shape={dout.shape}"
-        )
-
-
-def _window(i: int, j: int, stride: int, oh: int, ow: int):
-    """The slices picking, for window offset (i, j), the input pixel of every output pixel."""
-    return (
-        slice(None),
-        slice(None),
-        slice(i, i + stride * (oh - 1) + 1, stride),
-        slice(j, j + stride * (ow - 1) + 1, stride),
-    )
+    checks.dout("max_pool2d", "N, C, OH, OW", dout, out_shape)
 
 
 class MaxPool2dReference:
@@ -52,7 +37,7 @@ class MaxPool2dReference:
         xp = array_module(x)
         offsets = [(i, j) for i in range(kernel) for j in range(kernel)]
         # (kernel*kernel, N, C, OH, OW): every candidate of every window, in row-major order.
-        candidates = xp.stack([x[_window(i, j, stride, oh, ow)] for i, j in offsets])
+        candidates = xp.stack([x[checks.window(i, j, stride, oh, ow)] for i, j in offsets])
         argmax = candidates.argmax(axis=0)  # the first maximum
         out = xp.take_along_axis(candidates, argmax[None], axis=0)[0]
         return out, (argmax, kernel, stride, x.shape, x.dtype)
@@ -67,7 +52,7 @@ class MaxPool2dReference:
         for k in range(kernel * kernel):
             i, j = divmod(k, kernel)
             # One offset's strided positions are distinct, so += is exact here.
-            dx[_window(i, j, stride, oh, ow)] += xp.where(argmax == k, dout, 0)
+            dx[checks.window(i, j, stride, oh, ow)] += xp.where(argmax == k, dout, 0)
         return dx
 
 
