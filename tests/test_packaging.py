@@ -1,0 +1,20 @@
+"""The packaging lists every package: a wheel (not only an editable install) has them all."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_setup_cfg_lists_every_package_directory():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    listed = {p.strip() for p in cfg["options"]["packages"].split(",")}
+    found = {"gpunn." + ".".join(p.parent.relative_to(ROOT / "gpunn").parts)
+             for p in (ROOT / "gpunn").rglob("__init__.py")} - {"gpunn."}
+    found |= {"gpunn", "gpunn.kernels", "gpunn.cli"}
+    assert found == listed, f"setup.cfg packages: missing {found - listed}, extra {listed - found}"
+    mapping = cfg["options"]["package_dir"]
+    assert "gpunn.kernels = kernels" in mapping and "gpunn.cli = cli" in mapping
