@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
 
 import click
 
@@ -42,7 +44,11 @@ def _list_rows() -> None:
               help="Where MNIST is (default: $GPUNN_DATA, ~/.cache/gpunn, then download).")
 @click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
               help="Write every seed's result to this JSON file.")
-def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, metrics_json):
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Checkpoint every epoch of every seed under DIR/ROW/; run the same command "
+                   "again to resume after an interrupt (finished seeds are not retrained).")
+def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, metrics_json,
+              checkpoint_dir):
     """Train one of the book's results (ROW) and print the book's figure beside gpunn's.
 
     \b
@@ -74,11 +80,14 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
                + (f" x {members_per_seed} members" if spec.ensemble > 1 else "")
                + f" on {be.name} ({be.device})" + (" [quick]" if quick else ""), err=True)
     results = []
+    settings = {"row": spec.name, "compat": compat, "epochs": n_epochs, "quick": quick}
     for seed in range(1, seeds + 1):
         start = time.perf_counter()
         members = []
         for k in range(members_per_seed):
             member_seed = seed if spec.ensemble == 1 else seed * 100 + k
+            run_dir = (Path(checkpoint_dir) / spec.name / (f"seed-{seed}" + (
+                f"-member-{k + 1}" if spec.ensemble > 1 else "")) if checkpoint_dir else None)
 
             def on_epoch(record, _k=k, _seed=seed):
                 click.echo(f"  seed {_seed}" + (f" member {_k + 1}" if spec.ensemble > 1
@@ -87,9 +96,8 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
                            f"{record['evaluation_accuracy']:.2%}  {record['seconds']:.1f} s",
                            err=True)
 
-            members.append(book.run_row(spec, data, member_seed, epochs=epochs, backend=be,
-                                        compat=compat, train_size=train_size,
-                                        on_epoch=on_epoch))
+            members.append(_run_member(spec, data, member_seed, run_dir, settings, be, epochs,
+                                       compat, train_size, on_epoch))
         if spec.ensemble > 1:
             from gpunn.ensemble import Ensemble
 
@@ -116,3 +124,52 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
                                           "quick": quick, "epochs": n_epochs,
                                           "device": be.device, "median": median,
                                           "seeds": results})
+
+
+def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_size, on_epoch):
+    """Train one network of the row, resuming from ``run_dir`` when it holds a checkpoint;
+    a finished run there (result.json + model.npz) is loaded instead of retrained."""
+    import gpunn
+    from gpunn import book
+    from gpunn.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from gpunn.cli.main import InterruptGuard, UserError
+    from gpunn.cli.train import _write_json_atomic
+
+    resume = None
+    if run_dir is not None:
+        done = run_dir / "result.json"
+        if done.exists():
+            result = json.loads(done.read_text())
+            if result.get("settings") != settings:
+                raise UserError(f"{run_dir} holds a run with other settings "
+                                f"({result.get('settings')}); use another --checkpoint-dir")
+            click.echo(f"  seed {seed}: finished earlier ({run_dir}), not retrained", err=True)
+            return {**result, "net": gpunn.load(run_dir / "model.npz", backend=be)}
+        if latest_checkpoint(run_dir) is not None:
+            resume = load_checkpoint(run_dir, backend=be)
+            if resume[1].get("reproduce") != settings:
+                raise UserError(f"{run_dir} holds a checkpoint of other settings "
+                                f"({resume[1].get('reproduce')}); use another --checkpoint-dir")
+            click.echo(f"  resuming {resume[1]['checkpoint_path']}", err=True)
+
+    net, state = resume or (book.build(spec, seed=seed, backend=be, compat=compat), None)
+
+    def on_checkpoint(sgd_state):
+        if run_dir is not None:
+            save_checkpoint(run_dir, net, {**sgd_state, "reproduce": settings})
+
+    with InterruptGuard() as guard:
+        result = book.run_row(spec, data, seed, epochs=epochs, backend=be, compat=compat,
+                              train_size=train_size, on_epoch=on_epoch, resume=(net, state),
+                              on_checkpoint=on_checkpoint, should_stop=guard.should_stop)
+    if result["stop_reason"] == "interrupted":
+        again = (f"run the same command again to resume from {run_dir}" if run_dir else
+                 "no --checkpoint-dir was given, so there is nothing to resume")
+        click.echo(f"gpunn: {guard.name}: stopped {spec.name} seed {seed}; {again}", err=True)
+        click.get_current_context().exit(guard.exit_code)
+    if run_dir is not None:
+        gpunn.save(result["net"], run_dir / "model.npz")
+        _write_json_atomic(str(run_dir / "result.json"),
+                           {**{k: v for k, v in result.items() if k != "net"},
+                            "settings": settings})
+    return result

@@ -135,12 +135,18 @@ def build(row: Row, seed=None, backend="auto", compat: str = "book"):
 
 
 def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="book",
-            train_size=None, on_epoch=None, on_progress=None) -> dict:
+            train_size=None, on_epoch=None, on_progress=None, resume=None,
+            on_checkpoint=None, should_stop=None) -> dict:
     """Train ``row`` once with ``seed``; returns its accuracies and time.
 
-    ``data`` is a gpunn.data Dataset. Reports ``final`` (the book's split after the last
-    epoch), ``best`` and ``best_epoch`` on that split, and for chapter 6 ``test_at_best``
-    (test accuracy at the epoch of best validation accuracy, network3's figure).
+    ``data`` is a gpunn.data Dataset. Reports ``final`` (the watched split after the last
+    epoch: the book's split, validation for chapter 6), ``best`` and ``best_epoch`` on it,
+    for chapter 6 ``test_at_best`` (test accuracy at the epoch of best validation accuracy,
+    network3's figure), and ``figure``, the number comparable with ``row.book``.
+
+    ``resume=(net, state)`` (from :func:`gpunn.checkpoint.load_checkpoint`) continues a run
+    stopped by ``should_stop``; ``on_checkpoint`` and ``should_stop`` are passed to
+    :meth:`gpunn.Network.sgd`. ``stop_reason`` in the result says whether it finished.
     """
     from gpunn.data.expand import expand_mnist
 
@@ -148,16 +154,22 @@ def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="b
     train = data.train if not train_size else data.train.subset(train_size)
     if row.expanded:
         train = expand_mnist(train)
-    net = build(row, seed=seed, backend=backend, compat=compat)
+    net, state = resume if resume is not None else (
+        build(row, seed=seed, backend=backend, compat=compat), None)
     watch = data.validation if row.chapter == 6 else getattr(data, row.split)
-    state = {"best": -1.0, "best_epoch": 0, "test_at_best": None}
+    best = {"accuracy": -1.0, "epoch": 0, "test": None}
+    # the epochs of a resumed run already hold what they reached (test accuracy included)
+    for record in (state or {}).get("history", {}).get("epochs", []):
+        if record["evaluation_accuracy"] > best["accuracy"]:
+            best.update(accuracy=record["evaluation_accuracy"], epoch=record["epoch"],
+                        test=record.get("test_accuracy"))
 
     def epoch_done(record):
         acc = record["evaluation_accuracy"]
-        if acc > state["best"]:
-            state.update(best=acc, best_epoch=record["epoch"])
+        if acc > best["accuracy"]:
+            best.update(accuracy=acc, epoch=record["epoch"])
             if row.chapter == 6:
-                state["test_at_best"] = net.accuracy(data.test)
+                best["test"] = record["test_accuracy"] = net.accuracy(data.test)
         if on_epoch is not None:
             on_epoch(record)
 
@@ -165,13 +177,15 @@ def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="b
     n_l2 = len(train) // row.mini_batch_size if compat == "network3" else None
     history = net.sgd(train, epochs, row.mini_batch_size, row.eta, lmbda=row.lmbda,
                       evaluation_data=watch, on_epoch=epoch_done, on_progress=on_progress,
-                      regularisation_n=n_l2)
-    final = history[-1]["evaluation_accuracy"]
+                      regularisation_n=n_l2, resume=state, on_checkpoint=on_checkpoint,
+                      should_stop=should_stop)
+    final = history[-1]["evaluation_accuracy"] if len(history) else None
     return {
         "row": row.name, "seed": seed, "epochs": len(history), "net": net,
-        "final": final, "best": state["best"], "best_epoch": state["best_epoch"],
-        "test": net.accuracy(data.test), "test_at_best": state["test_at_best"],
+        "stop_reason": history.stop_reason,
+        "final": final, "best": best["accuracy"], "best_epoch": best["epoch"],
+        "test": net.accuracy(data.test), "test_at_best": best["test"],
         # the number to set beside the book's: network3's for chapter 6, else the last epoch
-        "figure": state["test_at_best"] if row.chapter == 6 else final,
+        "figure": best["test"] if row.chapter == 6 else final,
         "seconds": time.perf_counter() - start,
     }

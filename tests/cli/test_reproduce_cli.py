@@ -67,3 +67,33 @@ def test_ensemble_refuses_unknown_presets_and_one_member(data_dir):
         r = run("ensemble", *args, "--data-dir", data_dir)
         lines = [line for line in r.output.splitlines() if line.strip()]
         assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.output
+
+
+def test_reproduce_interrupted_resumes_to_the_same_result(data_dir, tmp_path, monkeypatch):
+    from gpunn.cli import main as cli_main
+
+    args = ["reproduce", "ch3-l2", "--seeds", 2, "--epochs", 4, "--data-dir", data_dir]
+    straight = json.loads(_metrics(run(*args, "--metrics-json", tmp_path / "a.json"),
+                                   tmp_path / "a.json"))
+    polls = {"n": 0}
+
+    def stop_on_the_sixth_poll(self):
+        polls["n"] += 1
+        return polls["n"] >= 6  # seed 2, epoch 2 (one chunk per epoch of 400 images)
+
+    monkeypatch.setattr(cli_main.InterruptGuard, "should_stop", stop_on_the_sixth_poll)
+    monkeypatch.setattr(cli_main.InterruptGuard, "name", property(lambda self: "SIGINT"))
+    monkeypatch.setattr(cli_main.InterruptGuard, "exit_code", property(lambda self: 130))
+    ck = tmp_path / "ck"
+    r = run(*args, "--checkpoint-dir", ck)
+    assert r.exit_code == 130 and "run the same command again" in r.output, r.output
+    monkeypatch.undo()
+    resumed = json.loads(_metrics(run(*args, "--checkpoint-dir", ck, "--metrics-json",
+                                      tmp_path / "b.json"), tmp_path / "b.json"))
+    assert [s["figure"] for s in resumed["seeds"]] == [s["figure"] for s in straight["seeds"]]
+    assert resumed["median"] == straight["median"]
+
+
+def _metrics(result, path):
+    assert result.exit_code == 0, result.output
+    return path.read_text()
