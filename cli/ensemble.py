@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -22,7 +23,10 @@ from gpunn.cli.main import DEVICE_OPTION, UserError, select_backend
 @DEVICE_OPTION
 @click.option("--data-dir", type=click.Path(), default=None, envvar="GPUNN_DATA",
               help="Where MNIST is (default: $GPUNN_DATA, ~/.cache/gpunn, then download).")
-def ensemble(members, preset, epochs, train_size, device, data_dir):
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Checkpoint every member's epochs under DIR; the same command resumes "
+                   "after an interrupt and does not retrain finished members.")
+def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_dir):
     """Train MEMBERS networks and report each one's test accuracy and the plurality vote's.
 
     \b
@@ -46,9 +50,15 @@ def ensemble(members, preset, epochs, train_size, device, data_dir):
                         f"{', '.join(list(presets.PRESETS) + list(book.ROWS))}")
     be = select_backend(device)
     data = load_dataset("mnist", data_dir=data_dir, download=True, progress=True)
+    from gpunn.cli.reproduce import _run_member
+
+    settings = {"ensemble": preset, "epochs": epochs or row.epochs, "train_size": train_size}
     nets, start = [], time.perf_counter()
     for seed in range(1, members + 1):
-        result = book.run_row(row, data, seed, epochs=epochs, backend=be, train_size=train_size)
+        run_dir = (Path(checkpoint_dir) / f"ensemble-{preset}" / f"member-{seed}"
+                   if checkpoint_dir else None)
+        result = _run_member(row, data, seed, run_dir, settings, be, epochs, "book", train_size,
+                             on_epoch=None)
         nets.append(result["net"])
         click.echo(f"member {seed} (seed {seed}): test accuracy {result['test']:.2%}  "
                    f"{result['seconds']:.0f} s")

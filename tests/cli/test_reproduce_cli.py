@@ -97,3 +97,13 @@ def test_reproduce_interrupted_resumes_to_the_same_result(data_dir, tmp_path, mo
 def _metrics(result, path):
     assert result.exit_code == 0, result.output
     return path.read_text()
+
+
+def test_ensemble_with_checkpoints_does_not_retrain_finished_members(data_dir, tmp_path):
+    args = ["ensemble", "--preset", "ch3-l2", "--members", 2, "--epochs", 1, "--data-dir",
+            data_dir, "--checkpoint-dir", tmp_path / "ck"]
+    first, again = run(*args), run(*args)
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert again.output.count("not retrained") == 2
+    last = [line for line in first.output.splitlines() if line.startswith("ensemble of 2")]
+    assert last and last[0].split(";")[0] in again.output
