@@ -415,7 +415,7 @@ class Network:
         def train_steps(lo, hi):
             """SGD over examples order[lo:hi] of the epoch, then the finiteness check."""
             idx = run.order[lo:hi]
-            Xc = backend.asarray(train.x(idx), dtype=self.dtype)
+            Xc = backend.asarray(self._rows(train, idx), dtype=self.dtype)
             Xc = Xc.reshape((len(idx),) + self.input_shape)
             Yc = self._eye[xp.asarray(train.labels[idx])]
             args = (lmbda, l1, n_reg, momentum)
@@ -491,6 +491,15 @@ class Network:
                 history.stop_reason = "interrupted"
                 break
         return history
+
+    def _rows(self, data, idx):
+        """Examples ``idx`` of ``data`` as float rows (N, n_in): compact uint8 images go
+        through the gather_rows kernel, anything else through ``data.x``."""
+        images = getattr(data, "images", None)
+        if (self.dtype == np.float32 and isinstance(images, np.ndarray)
+                and images.dtype == np.uint8 and images.ndim == 2):
+            return self.backend.kernel("gather_rows").forward(images, idx, data.scale)
+        return data.x(idx)
 
     # -- resumable state ---------------------------------------------------------------------
     def _resumable_state(self, run: _Run, settings: dict) -> dict:

@@ -36,6 +36,11 @@ for _op, _stem in _OPS.items():
     register(_op, "cupy", f"gpunn.kernels.{_stem}_cupy:{_op}")
 del _op, _stem
 
+# Rows of compact uint8 images as float32, once per training chunk (no GPU twin: data is
+# gathered on the host and then copied).
+register("gather_rows", "numpy", "gpunn.kernels.gather:gather_rows")
+register("gather_rows", "numba", "gpunn.kernels.gather_numba:gather_rows")
+
 # A whole chunk of SGD steps of a fully connected network (the NumPy loop is the reference).
 register("dense_sgd", "numpy", "gpunn.kernels.dense:DENSE_SGD")
 register("dense_sgd", "numba", "gpunn.kernels.dense_numba:DENSE_SGD")
