@@ -102,6 +102,7 @@ def training_curves(metrics, path, title: str | None = None) -> Path:
             ax.plot(x, y, marker="." if len(x) < 40 else None, label=f"{part} data",
                     color="#2A6EA6" if part == "training" else "#FFA933")
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # no epoch 1.25
         ax.set_ylabel("accuracy (%)" if quantity == "accuracy" else "cost")
         ax.set_title(f"{quantity.capitalize()} per epoch")
         ax.grid(True, alpha=0.4)
