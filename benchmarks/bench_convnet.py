@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table, write_section  # noqa: E402
+from common import table, torch_epoch_seconds, write_section  # noqa: E402
 
 EPOCH = 50_000
 TARGET_RATIO = 1.0  # gpunn's time / PyTorch's
@@ -53,21 +53,8 @@ def torch_times(split, mb, repeat, device):
     opt = torch.optim.SGD(model.parameters(), lr=0.03, weight_decay=0.1 / EPOCH)
     loss_fn = nn.CrossEntropyLoss()
 
-    def epoch(n):
-        perm = torch.randperm(len(y), device=dev)[:n]
-        start = time.perf_counter()
-        for k in range(0, n, mb):
-            idx = perm[k:k + mb]
-            loss = loss_fn(model(X[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    epoch(mb * 20)
-    return [epoch(len(y)) for _ in range(repeat)]
+    torch_epoch_seconds(model, opt, loss_fn, X, y, mb, n=mb * 20)  # warm-up
+    return [torch_epoch_seconds(model, opt, loss_fn, X, y, mb) for _ in range(repeat)]
 
 
 def main():

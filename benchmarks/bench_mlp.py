@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table, write_section  # noqa: E402
+from common import table, torch_epoch_seconds, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = [([784, 30, 10], 10), ([784, 30, 10], 100), ([784, 100, 10], 10),
@@ -49,24 +49,12 @@ def torch_epoch_times(train, sizes, mb, repeat, device):
         layers += [torch.nn.Linear(n_in, n_out), torch.nn.Sigmoid()]
     model = torch.nn.Sequential(*layers).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=3.0)
-    n = X.shape[0]
 
-    def epoch():
-        perm = torch.randperm(n, device=dev)
-        start = time.perf_counter()
-        for k in range(0, n, mb):
-            idx = perm[k:k + mb]
-            out = model(X[idx])
-            loss = 0.5 * ((out - Y[idx]) ** 2).sum(dim=1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+    def quadratic(out, target):
+        return 0.5 * ((out - target) ** 2).sum(dim=1).mean()
 
-    epoch()
-    return [epoch() for _ in range(repeat)]
+    torch_epoch_seconds(model, opt, quadratic, X, Y, mb)  # warm-up
+    return [torch_epoch_seconds(model, opt, quadratic, X, Y, mb) for _ in range(repeat)]
 
 
 def peak_rss_of_train(data_dir) -> float:

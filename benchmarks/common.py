@@ -82,3 +82,22 @@ def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def torch_epoch_seconds(model, opt, loss_fn, X, Y, mb: int, n: int | None = None) -> float:
+    """Seconds of one PyTorch SGD pass over ``n`` (default all) shuffled rows of ``X``, ``Y``
+    in mini-batches of ``mb``: the same work gpunn's epochs do, synchronised on CUDA."""
+    import torch
+
+    n = len(X) if n is None else n
+    perm = torch.randperm(len(X), device=X.device)[:n]
+    start = time.perf_counter()
+    for k in range(0, n, mb):
+        idx = perm[k:k + mb]
+        loss = loss_fn(model(X[idx]), Y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if X.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start

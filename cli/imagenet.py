@@ -203,9 +203,9 @@ def _train(settings, backend, checkpoint_dir, resume, metrics_json):
         click.echo(f"validation: top-1 {final['val_top1']:.2%}  top-5 {final['val_top5']:.2%}"
                    f"  ({len(val_set):,} images)  in {seconds:.0f}s")
     if metrics_json:
-        from gpunn.cli.train import _write_json_atomic
+        from gpunn.cli.main import write_json
 
-        _write_json_atomic(metrics_json, {
+        write_json(metrics_json, {
             "epochs": history.epochs, "stop_reason": history.stop_reason,
             "val_top1": final.get("val_top1"), "val_top5": final.get("val_top5"),
             "seconds": seconds, "device": backend.device, "config": settings})
@@ -238,9 +238,9 @@ def _synthetic(arch, classes, lrn, batch_size, steps, eta, momentum, weight_deca
                f"(steady state: {steps} steps after 1 warm-up step)")
     click.echo(f"forward:  {result['forward_images_per_s']:.1f} images/s")
     if metrics_json:
-        from gpunn.cli.train import _write_json_atomic
+        from gpunn.cli.main import write_json
 
-        _write_json_atomic(metrics_json, {**result, "arch": arch, "classes": classes,
+        write_json(metrics_json, {**result, "arch": arch, "classes": classes,
                                           "device": backend.device})
 
 

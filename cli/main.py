@@ -101,6 +101,16 @@ DEVICE_OPTION = click.option(
 )
 
 
+def write_json(path, payload: dict) -> None:
+    """Write a results file (``--metrics-json`` etc.) atomically, or a one-line UserError."""
+    from gpunn.io import write_json_atomic
+
+    try:
+        write_json_atomic(path, payload)
+    except OSError as exc:
+        raise UserError(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
 def select_backend(device: str):
     """The backend for ``--device``, or a UserError naming why it cannot start.
 

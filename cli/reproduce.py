@@ -117,9 +117,9 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
     click.echo(f"{spec.name}: median {median:.2%} over {len(results)} seed(s); book "
                f"{spec.book:.2f}%; {sum(r['seconds'] for r in results):.0f} s in all")
     if metrics_json:
-        from gpunn.cli.train import _write_json_atomic
+        from gpunn.cli.main import write_json
 
-        _write_json_atomic(metrics_json, {"row": spec.name, "book": spec.book,
+        write_json(metrics_json, {"row": spec.name, "book": spec.book,
                                           "split": spec.split, "compat": compat,
                                           "quick": quick, "epochs": n_epochs,
                                           "device": be.device, "median": median,
@@ -132,8 +132,7 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
     import gpunn
     from gpunn import book
     from gpunn.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from gpunn.cli.main import InterruptGuard, UserError
-    from gpunn.cli.train import _write_json_atomic
+    from gpunn.cli.main import InterruptGuard, UserError, write_json
 
     resume = None
     if run_dir is not None:
@@ -169,7 +168,7 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
         click.get_current_context().exit(guard.exit_code)
     if run_dir is not None:
         gpunn.save(result["net"], run_dir / "model.npz")
-        _write_json_atomic(str(run_dir / "result.json"),
+        write_json(str(run_dir / "result.json"),
                            {**{k: v for k, v in result.items() if k != "net"},
                             "settings": settings})
     return result

@@ -6,15 +6,18 @@ loop itself reports through callbacks (a tqdm bar per epoch and a line per epoch
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import time
 from pathlib import Path
 
 import click
 
-from gpunn.cli.main import DEVICE_OPTION, InterruptGuard, UserError, select_backend
+from gpunn.cli.main import (
+    DEVICE_OPTION,
+    InterruptGuard,
+    UserError,
+    select_backend,
+    write_json,
+)
 
 DATASETS = ("mnist", "fashion-mnist")
 
@@ -53,19 +56,6 @@ def _load_data(dataset: str, data_dir):
     from gpunn.data import load_dataset
 
     return load_dataset(dataset, data_dir=data_dir, download=True, progress=True)
-
-
-def _write_json_atomic(path: str, payload: dict) -> None:
-    path = Path(path)
-    part = path.with_name(path.name + ".part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(part, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            part.unlink(missing_ok=True)
-        raise UserError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
 def _list_presets() -> None:
@@ -309,7 +299,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
 
         click.echo(f"plotted the training curves to {training_curves(history, plot_path)}")
     if metrics_json:
-        _write_json_atomic(metrics_json, {
+        write_json(metrics_json, {
             "epochs": history.epochs,
             "stop_reason": history.stop_reason,
             "test_accuracy": test_accuracy,

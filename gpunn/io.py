@@ -62,22 +62,19 @@ def network_arrays(net) -> dict:
     return arrays
 
 
-def write_npz_atomic(path: Path, arrays: dict, meta: dict) -> None:
-    """Write ``arrays`` and ``meta`` (as ``meta.json``) to ``path`` all or nothing.
+def write_atomic(path, write) -> Path:
+    """Write ``path`` all or nothing: ``write(f)`` fills a binary file that becomes ``path``.
 
-    The archive goes to ``.<name>.part`` in the same directory, is fsynced, renamed over
+    The data goes to ``.<name>.part`` in the same directory, is fsynced, renamed over
     ``path`` and the directory fsynced, so a crash at any moment leaves either the old file
     or the new one. Raises OSError (after removing the part file) when the write fails.
     """
     path = Path(path)
-    arrays = dict(arrays)
-    arrays["meta.json"] = np.frombuffer(json.dumps(meta, indent=1, default=_json_default)
-                                        .encode(), dtype=np.uint8)
     part = path.with_name(f".{path.name}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(part, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         _before_rename(part)
@@ -87,6 +84,21 @@ def write_npz_atomic(path: Path, arrays: dict, meta: dict) -> None:
             part.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+    return path
+
+
+def write_npz_atomic(path: Path, arrays: dict, meta: dict) -> None:
+    """Write ``arrays`` and ``meta`` (as ``meta.json``) to the .npz ``path`` all or nothing."""
+    arrays = dict(arrays)
+    arrays["meta.json"] = np.frombuffer(json.dumps(meta, indent=1, default=_json_default)
+                                        .encode(), dtype=np.uint8)
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def write_json_atomic(path, payload) -> Path:
+    """Write ``payload`` as indented JSON to ``path`` all or nothing (NumPy scalars allowed)."""
+    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    return write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def _before_rename(part: Path) -> None:

@@ -99,7 +99,6 @@ class FullyConnected(Layer):
         self.activation = activations.get(activation)
         self.dropout = _check_dropout(dropout)
         self.dropout_mode = dropout_mode
-        self.w = self.b = None
 
     def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
         size = int(np.prod(input_shape))
@@ -242,7 +241,6 @@ class Conv2D(Layer):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
         self.activation = activations.get(activation)
-        self.w = self.b = None
 
     def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
         _check_chw(self, input_shape, self.in_channels)
@@ -322,7 +320,6 @@ class ConvPool(Layer):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.pool_size = int(kernel_size), int(pool)
         self.activation = activations.get(activation)
-        self.w = self.b = None
 
     def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
         _check_chw(self, input_shape, self.in_channels)

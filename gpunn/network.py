@@ -617,7 +617,7 @@ class Network:
         correct, total_cost = 0, 0.0
         for start in range(0, len(data), EVAL_BATCH):
             idx = np.arange(start, min(start + EVAL_BATCH, len(data)))
-            a = self.feedforward(self.backend.asarray(data.x(idx), dtype=self.dtype))
+            a = self.feedforward(self.backend.asarray(self._rows(data, idx), dtype=self.dtype))
             labels = self.xp.asarray(data.labels[idx])
             if want_accuracy:
                 correct += int((a.argmax(axis=1) == labels).sum())

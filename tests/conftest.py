@@ -84,3 +84,26 @@ def isolated_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(download, "_pip_download", no_pip)
     return tmp_path
+
+
+# -- plots: matplotlib is optional (the plot extra) --------------------------------------------
+@pytest.fixture
+def mpl():
+    return pytest.importorskip("matplotlib", reason="plots need the gpunn[plot] extra")
+
+
+@pytest.fixture
+def png_of_size():
+    """``check(path, inches)``: the file is a non-empty PNG of the pixels gpunn's plots have
+    for a figure of ``inches`` (width, height)."""
+    from PIL import Image
+
+    from gpunn import plots
+
+    def check(path, inches):
+        assert path.exists() and path.stat().st_size > 0
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert image.size == (round(inches[0] * plots.DPI), round(inches[1] * plots.DPI))
+
+    return check

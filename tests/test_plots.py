@@ -12,29 +12,11 @@ from gpunn import plots
 from gpunn.errors import ConfigError, GpunnError
 
 
-def png_size(path):
-    from PIL import Image
-
-    assert path.stat().st_size > 0
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        return image.size
-
-
-def pixels(size):
-    return (round(size[0] * plots.DPI), round(size[1] * plots.DPI))
-
-
-@pytest.fixture
-def mpl():
-    return pytest.importorskip("matplotlib", reason="plots need the gpunn[plot] extra")
-
-
-def test_training_curves(mpl, tmp_path):
+def test_training_curves(mpl, tmp_path, png_of_size):
     epochs = [{"epoch": e, "training_accuracy": 0.8 + e / 100, "evaluation_accuracy": 0.8,
                "training_cost": 1 / e, "evaluation_cost": 1.2 / e} for e in range(1, 6)]
     out = plots.training_curves({"epochs": epochs}, tmp_path / "sub" / "c.png", title="t")
-    assert png_size(out) == pixels(plots.SIZES["training_curves"])
+    png_of_size(out, plots.SIZES["training_curves"])
 
 
 def test_training_curves_need_something_to_draw(mpl, tmp_path):
@@ -44,28 +26,28 @@ def test_training_curves_need_something_to_draw(mpl, tmp_path):
         plots.training_curves({"epochs": 3}, tmp_path / "c.png")
 
 
-def test_approximation_and_layer_speeds(mpl, tmp_path):
+def test_approximation_and_layer_speeds(mpl, tmp_path, png_of_size):
     x = np.linspace(0, 1, 50)
     out = plots.approximation(x, x, {"5 bumps": x}, x, {"5 bumps": x}, tmp_path / "a.png",
                               deviation=0.3)
-    assert png_size(out) == pixels(plots.SIZES["approximation"])
+    png_of_size(out, plots.SIZES["approximation"])
     results = [{"sizes": [784, 30, 30, 10], "speeds": [0.07, 0.3], "book": [0.07, 0.31]}]
     out = plots.layer_speeds(results, tmp_path / "s.png")
-    assert png_size(out) == pixels(plots.SIZES["layer_speeds"])
+    png_of_size(out, plots.SIZES["layer_speeds"])
     results[0]["track"] = [[0.07, 0.3], [0.01, 0.02], [0.005, 0.01]]
     out = plots.layer_speeds(results, tmp_path / "t.png")
-    assert png_size(out) == pixels(plots.SIZES["layer_speeds"])
+    png_of_size(out, plots.SIZES["layer_speeds"])
 
 
-def test_weights_and_prediction(mpl, tmp_path):
+def test_weights_and_prediction(mpl, tmp_path, png_of_size):
     w = np.random.default_rng(0).standard_normal((12, 784))
     out = plots.first_layer_weights(w, tmp_path / "w.png")
-    assert png_size(out) == pixels(plots.SIZES["first_layer_weights"])
+    png_of_size(out, plots.SIZES["first_layer_weights"])
     with pytest.raises(ConfigError, match=r"\(n_hidden, 784\)"):
         plots.first_layer_weights(w[:, :100], tmp_path / "w.png")
     acts = [np.linspace(0, 1, 30), np.linspace(0, 1, 10)]
     out = plots.prediction(np.zeros(784), acts, tmp_path / "p.png")
-    assert png_size(out) == pixels(plots.prediction_size(2))
+    png_of_size(out, plots.prediction_size(2))
 
 
 def test_a_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):

@@ -19,21 +19,9 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def png_size(path):
-    from PIL import Image
-
-    assert path.exists() and path.stat().st_size > 0
-    with Image.open(path) as image:
-        return image.size
 
 
-def pixels(size):
-    return (round(size[0] * plots.DPI), round(size[1] * plots.DPI))
 
-
-@pytest.fixture
-def mpl():
-    return pytest.importorskip("matplotlib", reason="plots need the gpunn[plot] extra")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +30,7 @@ def model(tmp_path_factory):
     return gpunn.save(gpunn.Network([784, 12, 10], seed=0, backend="cpu"), path)
 
 
-def test_demo_approx_prints_the_deviations_and_plots(mpl, tmp_path):
+def test_demo_approx_prints_the_deviations_and_plots(mpl, tmp_path, png_of_size):
     out = tmp_path / "approx.png"
     r = run("demo", "approx", "--bumps", "5,20", "--steps", 300, "--plot", out)
     assert r.exit_code == 0, r.output
@@ -50,20 +38,20 @@ def test_demo_approx_prints_the_deviations_and_plots(mpl, tmp_path):
     lines = [line.split() for line in r.output.splitlines() if line.strip()[:1].isdigit()]
     assert [int(cells[0]) for cells in lines] == [5, 20]
     assert float(lines[0][2]) > float(lines[1][2])
-    assert png_size(out) == pixels(plots.SIZES["approximation"])
+    png_of_size(out, plots.SIZES["approximation"])
 
 
-def test_demo_vanishing_prints_the_table_and_plots(mpl, data_dir, tmp_path):
+def test_demo_vanishing_prints_the_table_and_plots(mpl, data_dir, tmp_path, png_of_size):
     out = tmp_path / "speeds.png"
     r = run("demo", "vanishing", "--data-dir", data_dir, "--hidden-layers", "1,3",
             "--images", 200, "--seeds", 2, "--epochs", 2, "--plot", out)
     assert r.exit_code == 0, r.output
     assert "784-30-10 " in r.output and "(0.012)" in r.output and "first/last" in r.output
     assert "after 2 epochs" in r.output
-    assert png_size(out) == pixels(plots.SIZES["layer_speeds"])
+    png_of_size(out, plots.SIZES["layer_speeds"])
 
 
-def test_plot_draws_the_training_curves(mpl, tmp_path):
+def test_plot_draws_the_training_curves(mpl, tmp_path, png_of_size):
     metrics = tmp_path / "m.json"
     metrics.write_text(json.dumps({
         "epochs": [{"epoch": e, "evaluation_accuracy": 0.9, "training_cost": 1 / e}
@@ -72,7 +60,7 @@ def test_plot_draws_the_training_curves(mpl, tmp_path):
     out = tmp_path / "curves.png"
     r = run("plot", metrics, "-o", out)
     assert r.exit_code == 0, r.output
-    assert png_size(out) == pixels(plots.SIZES["training_curves"])
+    png_of_size(out, plots.SIZES["training_curves"])
 
 
 def test_plot_of_a_file_that_is_not_json_is_one_line(tmp_path):
@@ -82,16 +70,16 @@ def test_plot_of_a_file_that_is_not_json_is_one_line(tmp_path):
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "is not JSON" in r.output
 
 
-def test_show_weights(mpl, model, tmp_path):
+def test_show_weights(mpl, model, tmp_path, png_of_size):
     out = tmp_path / "w.png"
     r = run("show", model, "--weights", "-o", out)
     assert r.exit_code == 0, r.output
-    assert png_size(out) == pixels(plots.SIZES["first_layer_weights"])
+    png_of_size(out, plots.SIZES["first_layer_weights"])
     r = run("show", model, "-o", out)
     assert r.exit_code == 2 and "--weights" in r.output
 
 
-def test_predict_plots_the_output_and_every_layer(mpl, model, tmp_path):
+def test_predict_plots_the_output_and_every_layer(mpl, model, tmp_path, png_of_size):
     from PIL import Image
 
     digit = tmp_path / "seven.png"
@@ -102,10 +90,10 @@ def test_predict_plots_the_output_and_every_layer(mpl, model, tmp_path):
     out = tmp_path / "p.png"
     r = run("predict", model, digit, "--plot", out)
     assert r.exit_code == 0, r.output
-    assert png_size(out) == pixels(plots.prediction_size(1))
+    png_of_size(out, plots.prediction_size(1))
     r = run("predict", model, digit, "--plot", out, "--layers")
     assert r.exit_code == 0, r.output
-    assert png_size(out) == pixels(plots.prediction_size(2))
+    png_of_size(out, plots.prediction_size(2))
     r = run("predict", model, digit, digit, "--plot", out)
     assert r.exit_code == 2 and "one image" in r.output
 
