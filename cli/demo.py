@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import click
 
-from gpunn.cli.main import DEVICE_OPTION, select_backend
+from gpunn.cli.main import DEVICE_OPTION, InterruptGuard, select_backend
+from gpunn.cli.session import plural
 
 
 class IntListType(click.ParamType):
@@ -144,13 +145,23 @@ def vanishing(hidden_layers, images, seeds, epochs, eta, lmbda, plot_path, data_
         click.echo(f"{name:<24}" + "".join(f"{c:<17}" for c in cells) + ratio)
         results.append({"sizes": sizes, "speeds": speeds, "book": list(book) if book else None})
     if epochs:
-        click.echo(f"training each network for {epochs} epochs (mini-batch of all {n:,} "
+        click.echo(f"training each network for {plural(epochs, 'epoch')} (mini-batch of all {n:,} "
                    f"images, η = {eta:g}, λ = {lmbda:g}), seed 0:")
+        from tqdm import tqdm
+
         for r in results:
             net = gpunn.Network(r["sizes"], cost=demo_vanishing.BOOK_COST, seed=0, backend=be)
-            r["track"] = demo_vanishing.track_speeds(net, X, y, epochs, eta=eta, lmbda=lmbda)
             name = "-".join(map(str, r["sizes"]))
-            click.echo(f"{name:<24}after {epochs} epochs: "
+            with InterruptGuard() as guard, tqdm(total=epochs, unit="epoch", desc=name,
+                                                 leave=False, disable=None) as bar:
+                r["track"] = demo_vanishing.track_speeds(
+                    net, X, y, epochs, eta=eta, lmbda=lmbda, should_stop=guard.should_stop,
+                    on_epoch=lambda epoch, _: bar.update(epoch - bar.n))
+            if guard.requested:
+                click.echo(f"gpunn: {guard.name}: stopped training {name} after "
+                           f"{plural(len(r['track']) - 1, 'epoch')}", err=True)
+                click.get_current_context().exit(guard.exit_code)
+            click.echo(f"{name:<24}after {plural(epochs, 'epoch')}: "
                        + "  ".join(f"{s:.2e}" for s in r["track"][-1]))
     if plot_path:
         from gpunn import plots

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from gpunn.cli.main import DEVICE_OPTION, UserError, select_backend
+from gpunn.cli.main import DEVICE_OPTION, UserError, select_backend, write_json
+from gpunn.cli.session import check_outputs, checkpoint_options, quiet_option
 
 
 @click.command()
@@ -26,7 +27,14 @@ from gpunn.cli.main import DEVICE_OPTION, UserError, select_backend
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Checkpoint every member's epochs under DIR; the same command resumes "
                    "after an interrupt and does not retrain finished members.")
-def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_dir):
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Continue an interrupted ensemble from DIR (default: --checkpoint-dir).")
+@click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
+              help="Write each member's test accuracy and the vote's to this JSON file.")
+@checkpoint_options
+@quiet_option
+def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_dir, resume,
+             metrics_json, checkpoint_every, keep, on_nan, quiet):
     """Train MEMBERS networks and report each one's test accuracy and the plurality vote's.
 
     \b
@@ -48,20 +56,31 @@ def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_d
     else:
         raise UserError(f"unknown preset {preset!r}; choose one of "
                         f"{', '.join(list(presets.PRESETS) + list(book.ROWS))}")
+    from gpunn.cli.reproduce import _run_member, resolve_resume
+
+    checkpoint_dir = resolve_resume(resume, checkpoint_dir, f"ensemble-{preset}")
+    check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
     be = select_backend(device)
     data = load_dataset("mnist", data_dir=data_dir, download=True, progress=True)
-    from gpunn.cli.reproduce import _run_member
+    run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
+           "quiet": quiet}
 
     settings = {"ensemble": preset, "epochs": epochs or row.epochs, "train_size": train_size}
-    nets, start = [], time.perf_counter()
+    nets, figures, start = [], [], time.perf_counter()
     for seed in range(1, members + 1):
         run_dir = (Path(checkpoint_dir) / f"ensemble-{preset}" / f"member-{seed}"
                    if checkpoint_dir else None)
         result = _run_member(row, data, seed, run_dir, settings, be, epochs, "book", train_size,
-                             on_epoch=None)
+                             f"member {seed} ", run)
         nets.append(result["net"])
+        figures.append(result["test"])
         click.echo(f"member {seed} (seed {seed}): test accuracy {result['test']:.2%}  "
                    f"{result['seconds']:.0f} s")
     accuracy = Ensemble(nets).accuracy(data.test)
+    seconds = time.perf_counter() - start
     click.echo(f"ensemble of {members} ({preset}): test accuracy {accuracy:.2%} by plurality "
-               f"vote; {time.perf_counter() - start:.0f} s in all")
+               f"vote; {seconds:.1f} s in all")
+    if metrics_json:
+        write_json(metrics_json, {"preset": preset, "members": figures, "vote": accuracy,
+                                  "seconds": seconds, "device": be.device,
+                                  "settings": settings})

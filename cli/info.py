@@ -6,7 +6,7 @@ import platform
 
 import click
 
-from gpunn.cli.main import DEVICE_OPTION, UserError
+from gpunn.cli.main import DEVICE_OPTION, select_backend
 
 
 def _version(module_name: str) -> str:
@@ -36,7 +36,7 @@ def info(device: str):
     """Show versions, the BLAS and the backend gpunn would use (and why)."""
     import numpy as np
 
-    from gpunn import __version__, backend
+    from gpunn import __version__
 
     rows = [
         ("gpunn", __version__),
@@ -45,12 +45,7 @@ def info(device: str):
         ("Numba", _version("numba")),
         ("CuPy", _version("cupy")),
     ]
-    try:
-        be = backend.select(device)
-    except backend.BackendUnavailable as exc:
-        raise UserError(str(exc)) from exc
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
+    be = select_backend(device)
     rows.append(("backend", f"{be.name} on {be.device}"))
     rows.append(("why", be.reason))
     if be.name == "cupy":

@@ -2,8 +2,8 @@
 signals).
 
 Exit statuses: 0 done; 1 an unexpected error (a bug: traceback); 2 bad input, usage or
-environment (including a checkpoint that could not be written); 3 training diverged; 4 GPU
-out of memory; 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
+environment (including a checkpoint that could not be written); 3 training diverged; 4 out
+of memory (GPU or host); 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ class GpunnGroup(click.Group):
         except GpunnError as exc:
             raise UserError(str(exc), exc.exit_code) from exc
         except Exception as exc:
-            if is_gpu_out_of_memory(exc):
+            if is_gpu_out_of_memory(exc):  # CuPy's OutOfMemoryError is a MemoryError too
                 raise UserError(gpu_out_of_memory_message(exc, ctx.meta), 4) from exc
+            if isinstance(exc, MemoryError):  # NumPy's _ArrayMemoryError is one
+                raise UserError(host_out_of_memory_message(exc, ctx.meta), 4) from exc
             raise
         finally:
             be = ctx.meta.get("gpunn.backend")
@@ -121,12 +123,140 @@ def select_backend(device: str):
 
     try:
         be = backend.select(device)
+    except backend.BackendUnavailable as exc:
+        raise UserError(exc.for_option("--device")) from exc
     except ValueError as exc:
-        raise UserError(str(exc)) from exc
+        raise UserError(str(exc).replace("device must be", "--device must be", 1)) from exc
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta["gpunn.backend"] = be
     return be
+
+
+def check_writable(path, option: str, directory: bool = False) -> None:
+    """Raise a one-line UserError unless ``path`` can be written, before any work is done.
+
+    A file needs an existing parent directory it can write in (and, if it exists, to be a
+    writable file); a directory (``directory=True``) must be writable, or creatable under its
+    nearest existing ancestor. ``option`` ("--save", "--checkpoint-dir") names where the path
+    came from. The check writes a probe file and removes it: nothing is left behind.
+    """
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    where = f"{option} {path}"
+    if directory:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{where} is a file, not a directory; give a directory path")
+        ancestor = path
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"{where} cannot be created: {ancestor} is a file, not a "
+                            f"directory; choose a path in a directory")
+        problem = _cannot_write_in(ancestor)
+        if problem:
+            action = "write in" if ancestor == path else f"create {path} in"
+            raise UserError(f"{where}: cannot {action} {ancestor} ({problem}); choose a "
+                            f"writable directory")
+        return
+    if path.is_dir():
+        raise UserError(f"{where} is a directory; give a file name (e.g. {path / 'out'})")
+    parent = path.parent
+    if not parent.exists():
+        ancestor = parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"{where}: {ancestor} is a file, not a directory; choose a path "
+                            f"in a directory")
+        raise UserError(f"{where}: directory {parent} does not exist; create it "
+                        f"(mkdir -p {parent}) or choose another path")
+    if not parent.is_dir():
+        raise UserError(f"{where}: {parent} is a file, not a directory; choose a path in a "
+                        f"directory")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{where}: the file exists and is read-only; make it writable or "
+                        f"choose another path")
+    problem = _cannot_write_in(parent)
+    if problem:
+        raise UserError(f"{where}: cannot write in {parent} ({problem}); choose a writable "
+                        f"directory")
+
+
+def _cannot_write_in(directory) -> str | None:
+    """Why no file can be created in ``directory`` (the OS's words), or None.
+
+    Creates and removes a probe file: permission bits say nothing for root, and a read-only
+    mount or /proc refuses only an actual attempt.
+    """
+    import os
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gpunn-probe-", dir=directory)
+    except FileNotFoundError:  # /proc and the like: the directory takes no new files
+        return "it accepts no new files"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def skipped_checkpoint_notes(state: dict, doing: str = "resuming from") -> list[str]:
+    """One line per damaged checkpoint that :func:`gpunn.checkpoint.load_checkpoint` passed
+    over, for stderr before a command goes on ``doing`` ``state["checkpoint_path"]``."""
+    lines = []
+    for skipped in state.get("skipped") or ():
+        reason = skipped["reason"].removeprefix(skipped["path"]).lstrip(" :")
+        lines.append(f"gpunn: skipped damaged checkpoint {skipped['path']} ({reason}); "
+                     f"{doing} {state['checkpoint_path']}")
+    return lines
+
+
+# -- host out of memory -----------------------------------------------------------------------
+def host_out_of_memory_message(exc: MemoryError, meta: dict) -> str:
+    """One line for a MemoryError on the host: the request, the memory available, the fix."""
+    from gpunn.backend import host_memory_available
+
+    requested = getattr(exc, "_total_size", None)  # NumPy's _ArrayMemoryError
+    if requested is None:
+        found = re.search(r"([\d.]+) (KiB|MiB|GiB|TiB) for an array", str(exc))
+        if found:
+            unit = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[found.group(2)]
+            requested = int(float(found.group(1)) * unit)
+    what = f"{requested / 2**20:,.1f} MiB" if requested is not None else "memory"
+    line = f"the computer ran out of memory allocating {what}"
+    available = host_memory_available()
+    if available is not None:
+        line += f" ({available / 2**20:,.1f} MiB available)"
+    batch = meta.get("gpunn.batch_size")
+    if batch is not None:
+        return line + (f" with --batch-size {batch}; try a smaller --batch-size "
+                       f"(e.g. {max(1, batch // 2)})")
+    return line + "; try a smaller --batch-size or a smaller network"
+
+
+def check_host_memory(needed: int, what: str = "this run") -> None:
+    """Refuse (UserError, exit 4) before any work when ``needed`` bytes, a command's estimate,
+    exceed the memory the machine has available; does nothing where that is unknown."""
+    from gpunn.backend import host_memory_available
+
+    available = host_memory_available()
+    if available is None or needed <= available:
+        return
+    ctx = click.get_current_context(silent=True)
+    batch = ctx.meta.get("gpunn.batch_size") if ctx is not None else None
+    line = (f"{what} needs about {needed / 2**30:,.1f} GiB of memory and this machine has "
+            f"{available / 2**30:,.1f} GiB available")
+    if batch is not None:
+        fits = max(1, int(batch * available / needed) // 2)
+        line += f" with --batch-size {batch}; try a smaller --batch-size (e.g. {fits})"
+    else:
+        line += "; try a smaller --batch-size"
+    raise UserError(line, 4)
 
 
 # -- GPU out of memory ------------------------------------------------------------------------

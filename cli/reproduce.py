@@ -8,8 +8,16 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from gpunn.cli.main import DEVICE_OPTION, select_backend
+from gpunn.cli.main import (
+    DEVICE_OPTION,
+    UserError,
+    select_backend,
+    skipped_checkpoint_notes,
+    write_json,
+)
+from gpunn.cli.session import Session, check_outputs, checkpoint_options, plural, quiet_option
 
 QUICK_TRAIN_SIZE = 1000
 
@@ -47,8 +55,14 @@ def _list_rows() -> None:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Checkpoint every epoch of every seed under DIR/ROW/; run the same command "
                    "again to resume after an interrupt (finished seeds are not retrained).")
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Continue an interrupted run from DIR (default: --checkpoint-dir); the same "
+                   "as running the same command with --checkpoint-dir DIR, but an error if "
+                   "DIR holds nothing of this row.")
+@checkpoint_options
+@quiet_option
 def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, metrics_json,
-              checkpoint_dir):
+              checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
     """Train one of the book's results (ROW) and print the book's figure beside gpunn's.
 
     \b
@@ -57,7 +71,6 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
       gpunn reproduce ch6-dropout --quick
     """
     from gpunn import book
-    from gpunn.cli.main import UserError
 
     if list_rows or row is None:
         if row is None and not list_rows:
@@ -65,6 +78,12 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
         _list_rows()
         return
     spec = book.get(row)
+    if quick and click.get_current_context().get_parameter_source("seeds") \
+            == ParameterSource.COMMANDLINE and seeds != 1:
+        raise UserError(f"--quick trains one seed (a smoke test); drop --seeds {seeds} or "
+                        f"--quick")
+    checkpoint_dir = resolve_resume(resume, checkpoint_dir, spec.name)
+    check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
     be = select_backend(device)
     from gpunn.data import load_dataset
 
@@ -76,28 +95,27 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
     # --quick trains two members of an ensemble: enough to exercise the vote
     members_per_seed = min(spec.ensemble, 2) if quick else spec.ensemble
     click.echo(f"{spec.name}: {spec.title}; book {spec.book:.2f}% ({spec.split}); "
-               f"{seeds} seed(s) x {n_epochs} epochs"
-               + (f" x {members_per_seed} members" if spec.ensemble > 1 else "")
-               + f" on {be.name} ({be.device})" + (" [quick]" if quick else ""), err=True)
+               f"{plural(seeds, 'seed')} x {plural(n_epochs, 'epoch')}"
+               + (f" x {plural(members_per_seed, 'member')}" if spec.ensemble > 1 else "")
+               + f" on {be.name} ({be.device})", err=True)
+    if quick:
+        click.echo(f"--quick: a smoke test of the command ({QUICK_TRAIN_SIZE:,} training "
+                   f"images, 1 epoch); its figures are not the book's and are expected to be "
+                   f"far below {spec.book:.2f}%", err=True)
     results = []
     settings = {"row": spec.name, "compat": compat, "epochs": n_epochs, "quick": quick}
+    run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
+           "quiet": quiet}
     for seed in range(1, seeds + 1):
         start = time.perf_counter()
         members = []
         for k in range(members_per_seed):
             member_seed = seed if spec.ensemble == 1 else seed * 100 + k
+            label = f"seed {seed} " + (f"member {k + 1} " if spec.ensemble > 1 else "")
             run_dir = (Path(checkpoint_dir) / spec.name / (f"seed-{seed}" + (
                 f"-member-{k + 1}" if spec.ensemble > 1 else "")) if checkpoint_dir else None)
-
-            def on_epoch(record, _k=k, _seed=seed):
-                click.echo(f"  seed {_seed}" + (f" member {_k + 1}" if spec.ensemble > 1
-                                                 else "")
-                           + f" epoch {record['epoch']:>3}/{n_epochs}: "
-                           f"{record['evaluation_accuracy']:.2%}  {record['seconds']:.1f} s",
-                           err=True)
-
             members.append(_run_member(spec, data, member_seed, run_dir, settings, be, epochs,
-                                       compat, train_size, on_epoch))
+                                       compat, train_size, label, run))
         if spec.ensemble > 1:
             from gpunn.ensemble import Ensemble
 
@@ -109,16 +127,18 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
             result = {k: v for k, v in m.items() if k != "net"}
         result["seconds"] = time.perf_counter() - start
         results.append(result)
-        extra = (f" (members: {', '.join(f'{a:.2%}' for a in result['members'])})"
+        extra = (f" (members' test accuracy: "
+                 f"{', '.join(f'{a:.2%}' for a in result['members'])})"
                  if spec.ensemble > 1 else
-                 f" (best {result['best']:.2%} at epoch {result['best_epoch']})")
-        click.echo(f"seed {seed}: {result['figure']:.2%}{extra}  {result['seconds']:.0f} s")
+                 f" (best validation {result['best']:.2%} at epoch {result['best_epoch']})")
+        click.echo(f"seed {seed}: {_figure_name(spec)} {result['figure']:.2%}{extra}  "
+                   f"{result['seconds']:.1f} s")
     median = statistics.median(r["figure"] for r in results)
-    click.echo(f"{spec.name}: median {median:.2%} over {len(results)} seed(s); book "
-               f"{spec.book:.2f}%; {sum(r['seconds'] for r in results):.0f} s in all")
+    click.echo(f"{spec.name}: median {_figure_name(spec)} {median:.2%} over "
+               f"{plural(len(results), 'seed')}; book {spec.book:.2f}%"
+               + (" (--quick: a smoke test, not comparable)" if quick else "")
+               + f"; {sum(r['seconds'] for r in results):.1f} s in all")
     if metrics_json:
-        from gpunn.cli.main import write_json
-
         write_json(metrics_json, {"row": spec.name, "book": spec.book,
                                           "split": spec.split, "compat": compat,
                                           "quick": quick, "epochs": n_epochs,
@@ -126,13 +146,38 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
                                           "seeds": results})
 
 
-def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_size, on_epoch):
+def _figure_name(spec) -> str:
+    """What the row's figure measures, e.g. 'test accuracy at the best validation epoch'."""
+    if spec.ensemble > 1:
+        return "test accuracy of the vote"
+    if spec.chapter == 6:
+        return "test accuracy at the best validation epoch"
+    return f"{spec.split} accuracy"
+
+
+def resolve_resume(resume, checkpoint_dir, name):
+    """The checkpoint directory of a run, given ``--resume [DIR]`` and ``--checkpoint-dir``."""
+    if resume is None:
+        return checkpoint_dir
+    directory = resume or checkpoint_dir
+    if not directory:
+        raise UserError("--resume needs a directory: `--resume DIR` or --checkpoint-dir DIR")
+    if not (Path(directory) / name).is_dir():
+        raise UserError(f"--resume {directory}: it holds no run of {name} "
+                        f"({Path(directory) / name} is missing); start one with "
+                        f"--checkpoint-dir {directory}")
+    return directory
+
+
+def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_size, label,
+                run):
     """Train one network of the row, resuming from ``run_dir`` when it holds a checkpoint;
     a finished run there (result.json + model.npz) is loaded instead of retrained."""
+    import functools
+
     import gpunn
     from gpunn import book
-    from gpunn.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from gpunn.cli.main import InterruptGuard, UserError, write_json
+    from gpunn.checkpoint import latest_checkpoint, load_checkpoint
 
     resume = None
     if run_dir is not None:
@@ -142,33 +187,40 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
             if result.get("settings") != settings:
                 raise UserError(f"{run_dir} holds a run with other settings "
                                 f"({result.get('settings')}); use another --checkpoint-dir")
-            click.echo(f"  seed {seed}: finished earlier ({run_dir}), not retrained", err=True)
+            click.echo(f"  {label}finished earlier ({run_dir}), not retrained", err=True)
             return {**result, "net": gpunn.load(run_dir / "model.npz", backend=be)}
         if latest_checkpoint(run_dir) is not None:
             resume = load_checkpoint(run_dir, backend=be)
             if resume[1].get("reproduce") != settings:
                 raise UserError(f"{run_dir} holds a checkpoint of other settings "
                                 f"({resume[1].get('reproduce')}); use another --checkpoint-dir")
-            click.echo(f"  resuming {resume[1]['checkpoint_path']}", err=True)
+            for line in skipped_checkpoint_notes(resume[1]):
+                click.echo(line, err=True)
+            click.echo(f"  {label}resuming {resume[1]['checkpoint_path']}", err=True)
 
     net, state = resume or (book.build(spec, seed=seed, backend=be, compat=compat), None)
+    n_epochs = epochs or spec.epochs
 
-    def on_checkpoint(sgd_state):
-        if run_dir is not None:
-            save_checkpoint(run_dir, net, {**sgd_state, "reproduce": settings})
+    def describe(record):
+        return (f"validation {record['evaluation_accuracy']:.2%}" if spec.chapter == 6 else
+                f"{spec.split} {record['evaluation_accuracy']:.2%}") + \
+               f"  {record['seconds']:.1f} s"
 
-    with InterruptGuard() as guard:
-        result = book.run_row(spec, data, seed, epochs=epochs, backend=be, compat=compat,
-                              train_size=train_size, on_epoch=on_epoch, resume=(net, state),
-                              on_checkpoint=on_checkpoint, should_stop=guard.should_stop)
-    if result["stop_reason"] == "interrupted":
-        again = (f"run the same command again to resume from {run_dir}" if run_dir else
-                 "no --checkpoint-dir was given, so there is nothing to resume")
-        click.echo(f"gpunn: {guard.name}: stopped {spec.name} seed {seed}; {again}", err=True)
-        click.get_current_context().exit(guard.exit_code)
+    session = Session(net, n_epochs, describe=describe, checkpoint_dir=run_dir,
+                      keep=run["keep"], state_extra={"reproduce": settings},
+                      quiet=run["quiet"], label=label,
+                      resume_hint="the same command again (it resumes from "
+                                  f"{run_dir and run_dir.parent.parent})",
+                      first_epoch=(state["epoch"] + 1) if state else 1)
+    if state is not None:
+        session.last_path = state["checkpoint_path"]
+        session.position = (state["epoch"], state["examples_done"])
+    result = session.run(functools.partial(
+        book.run_row, spec, data, seed, epochs=epochs, backend=be, compat=compat,
+        train_size=train_size, resume=(net, state), checkpoint_every=run["checkpoint_every"],
+        on_nan=run["on_nan"]))
     if run_dir is not None:
         gpunn.save(result["net"], run_dir / "model.npz")
         write_json(str(run_dir / "result.json"),
-                           {**{k: v for k, v in result.items() if k != "net"},
-                            "settings": settings})
+                   {**{k: v for k, v in result.items() if k != "net"}, "settings": settings})
     return result

@@ -1,11 +1,13 @@
-"""``gpunn train``, ``evaluate``, ``predict`` and ``summary``: the fully connected network.
+"""``gpunn train``, ``evaluate``, ``predict`` and ``summary``: the book's networks.
 
 The commands parse options, call the library and format what comes back; the training
-loop itself reports through callbacks (a tqdm bar per epoch and a line per epoch here).
+loop reports through callbacks (:class:`gpunn.cli.session.Session`: a bar and a line per
+epoch, checkpoints, Ctrl-C).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -13,11 +15,12 @@ import click
 
 from gpunn.cli.main import (
     DEVICE_OPTION,
-    InterruptGuard,
     UserError,
     select_backend,
+    skipped_checkpoint_notes,
     write_json,
 )
+from gpunn.cli.session import Session, check_outputs, checkpoint_options, plural, quiet_option
 
 DATASETS = ("mnist", "fashion-mnist")
 
@@ -59,17 +62,25 @@ def _load_data(dataset: str, data_dir):
 
 
 def _list_presets() -> None:
-    from gpunn.presets import PRESETS
+    from gpunn import presets
 
-    width = max(len(name) for name in PRESETS)
-    for name, preset in PRESETS.items():
-        click.echo(f"{name:<{width}}  {preset['summary']}  (book: {preset['book']})")
+    names = presets.names()
+    width = max(len(name) for name in names)
+    for name in names:
+        summary, book = presets.describe(name)
+        click.echo(f"{name:<{width}}  {summary}  (book: {book})")
+
+
+# Options that describe a fully connected stack, which a convolutional preset fixes itself.
+_FC_ONLY = ("sizes", "activation", "cost", "dropout", "init")
 
 
 @click.command()
 @click.option("--preset", default=None, metavar="NAME",
-              help="Start from one of the book's runs (ch1, ch1-100, ch3-xent, ch3-l2, "
-                   "ch3-l2-100, ch3-init, 3b1b); other options override it.")
+              help="Start from one of the book's runs: ch1, ch1-100, ch3-xent, ch3-l2, "
+                   "ch3-l2-100, ch3-init, 3b1b, the chapter-5 rows ch5-1..ch5-4 and the "
+                   "chapter-6 conv nets ch6-shallow ... ch6-dropout (see --list-presets); "
+                   "other options override it.")
 @click.option("--list-presets", is_flag=True, help="List the presets and exit.")
 @click.option("--sizes", type=SizesType(), default=None,
               help="Layer sizes, input first. [default: 784,30,10]")
@@ -124,31 +135,27 @@ def _list_presets() -> None:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               metavar="DIR", help="Write a checkpoint (model, optimiser, RNG and data-order "
                                   "state) to DIR after every epoch; Ctrl-C writes one too.")
-@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Also write a checkpoint every N mini-batches (0: only after epochs).")
-@click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, metavar="K",
-              help="Keep the newest K checkpoints in --checkpoint-dir.")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[DIR|FILE]",
               help="Continue the run saved in a checkpoint: the latest in DIR (default: "
                    "--checkpoint-dir) or FILE. Its settings are used; --epochs and --eta may "
                    "change.")
-@click.option("--on-nan", type=click.Choice(["stop", "skip-batch", "halve-eta"]),
-              default="stop", show_default=True,
-              help="When a weight becomes NaN or infinite: stop (exit 3), skip the bad "
-                   "mini-batch, or halve eta and retry.")
-@click.option("--quiet", "-q", is_flag=True, help="Only the final summary.")
+@checkpoint_options
+@quiet_option
 def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size, lmbda, l1,
           momentum, dropout, init, early_stop, schedule, train_size, eval_on, seed, device,
           dataset, data_dir, save_path, metrics_json, monitor_training, track_layer_speed,
-          plot_path, checkpoint_dir, checkpoint_every, keep, resume, on_nan, quiet):
-    """Train a fully connected network on MNIST and report its test accuracy.
+          plot_path, checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
+    """Train one of the book's networks on MNIST and report its test accuracy.
 
     With no options this is chapter 1's run: 784-30-10 sigmoid neurons, quadratic cost,
-    η = 3.0, mini-batches of 10, 30 epochs (the book reaches 95.42%). Examples:
+    η = 3.0, mini-batches of 10, 30 epochs (the book reaches 95.42%). Any book row trains
+    with --preset, chapter 6's conv nets included. On a terminal each epoch shows a
+    progress bar (images/s, time left); every epoch prints a line. Examples:
 
     \b
       gpunn train --epochs 1
       gpunn train --preset ch3-l2-100 --save ch3.npz
+      gpunn train --preset ch6-relu --epochs 1 --train-size 2000
       gpunn train --sizes 784,100,10 --cost cross-entropy --eta 0.5 --lmbda 5
       gpunn train --checkpoint-dir ck     (Ctrl-C, then:)  gpunn train --resume ck
     """
@@ -162,10 +169,18 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
              "epochs": epochs, "batch_size": batch_size, "lmbda": lmbda, "l1": l1,
              "momentum": momentum, "dropout": dropout, "init": init,
              "early_stop": early_stop, "schedule": schedule}
+    if config.get("row"):
+        fixed = [f"--{k}" for k in _FC_ONLY if given[k] is not None]
+        if fixed:
+            raise UserError(f"{', '.join(fixed)} cannot change the convolutional preset "
+                            f"{preset}: it fixes its layers; drop {fixed[0]}, or give --sizes "
+                            f"without --preset for a fully connected network")
     config.update({k: v for k, v in given.items() if v is not None})
     config.update({"preset": preset, "seed": seed, "dataset": dataset,
                    "train_size": train_size, "eval_on": eval_on,
                    "data_dir": str(Path(data_dir).resolve()) if data_dir else None})
+    check_outputs({"--save": save_path, "--metrics-json": metrics_json, "--plot": plot_path},
+                  {"--checkpoint-dir": checkpoint_dir})
     be = select_backend(device) if resume is not None else None
     resumed = _resume(resume, checkpoint_dir, config, be) if resume is not None else None
     if resumed is not None:
@@ -174,12 +189,8 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
         dataset, train_size, eval_on, seed = (config[k] for k in
                                               ("dataset", "train_size", "eval_on", "seed"))
         data_dir = data_dir or config.get("data_dir")  # where the interrupted run found it
-    if config["sizes"][0] != 784:
-        raise UserError(f"--sizes must start with 784 (28x28 pixels) for {dataset}; received "
-                        f"{','.join(map(str, config['sizes']))}")
-    if config["sizes"][-1] != 10:
-        raise UserError(f"--sizes must end with 10 (one output per class) for {dataset}; "
-                        f"received {','.join(map(str, config['sizes']))}")
+    if config.get("row") is None:
+        _check_sizes(config["sizes"], dataset)
 
     import numpy as np
 
@@ -189,106 +200,58 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
     click.get_current_context().meta["gpunn.batch_size"] = config["batch_size"]
     data = _load_data(dataset, data_dir)
     training = data.train if not train_size else data.train.subset(train_size)
+    if config.get("row") and presets.book_rows()[config["row"]].expanded:
+        from gpunn.data.expand import expand_mnist
+
+        training = expand_mnist(training)
     evaluation = data.validation if eval_on == "validation" else data.test
     if resumed is None:
-        net = gpunn.Network(config["sizes"], cost=config["cost"],
-                            activation=config["activation"], init=config["init"],
-                            dropout=config["dropout"], seed=seed, backend=be)
-        state = None
+        net, state = _build(config, seed, be), None
     else:
         net, state = resumed
     if not quiet:
         click.echo(f"{net!r} on {be.device}; {len(training):,} training images "
                    f"({data.source}); evaluating on {eval_on}", err=True)
         if state is not None:
+            for line in skipped_checkpoint_notes(state):
+                click.echo(line, err=True)
             click.echo(f"resuming {state['checkpoint_path']}: {_position(state, len(training))}",
                        err=True)
-
-    bar = None
-
-    def on_progress(done, total):
-        nonlocal bar
-        if quiet:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="img", unit_scale=True, leave=False,
-                       desc=f"epoch {len(history_lines) + 1}/{config['epochs']}",
-                       disable=None, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
-    history_lines = [] if state is None else list(state["history"]["epochs"])
     if track_layer_speed:
         from gpunn.demos.vanishing import layer_speeds
 
         probe = np.arange(min(1000, len(training)))
         probe_x, probe_y = training.x(probe), training.labels[probe]
 
-    def on_epoch(record):
-        nonlocal bar
-        if bar is not None:
-            bar.close()
-            bar = None
+    def annotate(record):
         if track_layer_speed:
             record["layer_speeds"] = layer_speeds(net, probe_x, probe_y)
-        history_lines.append(record)
-        if not quiet:
-            acc = record.get("evaluation_accuracy")
-            line = f"epoch {record['epoch']:>3}/{config['epochs']}"
-            if acc is not None:
-                line += (f"  {eval_on} accuracy {acc:7.2%} "
-                         f"({record['evaluation_correct']:,}/{len(evaluation):,})")
-            line += f"  {record['seconds']:6.2f} s"
-            click.echo(line)
 
-    from gpunn.checkpoint import save_checkpoint
-    from gpunn.errors import TrainingDiverged
+    def describe(record):
+        acc = record.get("evaluation_accuracy")
+        line = (f"{eval_on} accuracy {acc:7.2%} ({record['evaluation_correct']:,}/"
+                f"{len(evaluation):,})  " if acc is not None else "")
+        return line + f"{record['seconds']:6.2f} s"
 
-    last = {"path": state and state["checkpoint_path"], "state": state}
-
-    def on_checkpoint(sgd_state):
-        last["state"] = {k: sgd_state[k] for k in ("epoch", "examples_done")}
-        if checkpoint_dir:
-            last["path"] = save_checkpoint(checkpoint_dir, net, {**sgd_state, "config": config},
-                                           keep=keep)
-
+    session = Session(net, config["epochs"], describe=describe, checkpoint_dir=checkpoint_dir,
+                      keep=keep, state_extra={"config": config}, quiet=quiet,
+                      resume_hint=f"gpunn train --resume {checkpoint_dir}", annotate=annotate,
+                      first_epoch=(state["epoch"] + 1) if state else 1)
+    if state is not None:
+        session.last_path = state["checkpoint_path"]
+        session.position = (state["epoch"], state["examples_done"])
     start = time.perf_counter()
-    try:
-        with InterruptGuard() as guard:
-            history = net.sgd(
-                training, config["epochs"], config["batch_size"], config["eta"],
-                lmbda=config["lmbda"], evaluation_data=evaluation, l1=config["l1"],
-                momentum=config["momentum"], early_stopping_n=config["early_stop"],
-                schedule_n=config["schedule"], on_epoch=on_epoch, on_progress=on_progress,
-                monitor_evaluation_cost=True,
-                monitor_training_accuracy=monitor_training or bool(plot_path),
-                monitor_training_cost=monitor_training or bool(plot_path),
-                resume=state, on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every,
-                should_stop=guard.should_stop, on_nan=on_nan)
-    except TrainingDiverged as exc:
-        where = (f"the last good checkpoint is {last['path']} (resume with `gpunn train "
-                 f"--resume {checkpoint_dir} --eta {exc.eta / 2:g}`)" if last["path"]
-                 else "no checkpoint was written (use --checkpoint-dir to keep one)")
-        batch = f", mini-batch {exc.batch}" if exc.batch else ""
-        raise UserError(f"training diverged in epoch {exc.epoch}{batch} at eta {exc.eta:g}: a "
-                        f"weight or the cost became NaN or infinite; {where}; try a smaller "
-                        f"--eta, or --on-nan skip-batch / halve-eta", exc.exit_code) from exc
-    finally:
-        if bar is not None:
-            bar.close()
-    if history.stop_reason == "interrupted":
-        where = _position(last["state"], len(training))
-        if last["path"]:
-            click.echo(f"gpunn: {guard.name}: stopped {where}; checkpoint {last['path']}; "
-                       f"resume with: gpunn train --resume {checkpoint_dir}", err=True)
-        else:
-            click.echo(f"gpunn: {guard.name}: stopped {where}; no --checkpoint-dir was given, "
-                       f"so there is nothing to resume", err=True)
-        click.get_current_context().exit(guard.exit_code)
+    history = session.run(functools.partial(
+        net.sgd, training, config["epochs"], config["batch_size"], config["eta"],
+        lmbda=config["lmbda"], evaluation_data=evaluation, l1=config["l1"],
+        momentum=config["momentum"], early_stopping_n=config["early_stop"],
+        schedule_n=config["schedule"], monitor_evaluation_cost=True,
+        monitor_training_accuracy=monitor_training or bool(plot_path),
+        monitor_training_cost=monitor_training or bool(plot_path),
+        resume=state, checkpoint_every=checkpoint_every, on_nan=on_nan), len(training))
     seconds = time.perf_counter() - start
     test_accuracy = net.accuracy(data.test)
-    click.echo(f"test accuracy {test_accuracy:.2%} after {len(history)} epochs in "
+    click.echo(f"test accuracy {test_accuracy:.2%} after {plural(len(history), 'epoch')} in "
                f"{seconds:.1f} s on {be.name} ({be.device})"
                + ("" if history.stop_reason == "completed" else f"; {history.stop_reason}"))
     if save_path:
@@ -308,6 +271,27 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
             "backend": be.name,
             "config": config,
         })
+
+
+def _check_sizes(sizes, dataset) -> None:
+    if sizes[0] != 784:
+        raise UserError(f"--sizes must start with 784 (28x28 pixels) for {dataset}; received "
+                        f"{','.join(map(str, sizes))}")
+    if sizes[-1] != 10:
+        raise UserError(f"--sizes must end with 10 (one output per class) for {dataset}; "
+                        f"received {','.join(map(str, sizes))}")
+
+
+def _build(config: dict, seed, be):
+    """The untrained network of ``config``: a book row's conv net, or a fully connected one."""
+    import gpunn
+
+    if config.get("row"):
+        from gpunn import book
+
+        return book.build(book.get(config["row"]), seed=seed, backend=be)
+    return gpunn.Network(config["sizes"], cost=config["cost"], activation=config["activation"],
+                         init=config["init"], dropout=config["dropout"], seed=seed, backend=be)
 
 
 def _resume(resume: str, checkpoint_dir, config: dict, be):
@@ -349,7 +333,8 @@ def _resume(resume: str, checkpoint_dir, config: dict, be):
             saved[key] = config[key]
     if saved["epochs"] < state["epoch"]:
         raise UserError(f"--epochs {saved['epochs']}: {state['checkpoint_path']} has already "
-                        f"trained {state['epoch']} epochs")
+                        f"trained {plural(state['epoch'], 'epoch')}; give --epochs "
+                        f"{state['epoch'] + 1} or more")
     if given("eta"):
         state["eta"] = config["eta"]
     state["config"] = saved

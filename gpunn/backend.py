@@ -37,6 +37,7 @@ __all__ = [
     "MixedArrayError",
     "HostRNG",
     "array_module",
+    "host_memory_available",
     "select",
 ]
 
@@ -44,13 +45,30 @@ log = logging.getLogger(__name__)
 _LOGGED: set[str] = set()
 
 ENV_VAR = "GPUNN_DEVICE"
-INSTALL_HINT = (
-    "install gpunn[cuda12] (or gpunn[cuda13]) on a machine with an NVIDIA GPU, or use --device cpu"
-)
+INSTALL_HINT = "install gpunn[cuda12] (or gpunn[cuda13]) on a machine with an NVIDIA GPU"
+DRIVER_HINT = ("CuPy is installed but this machine offers it no usable NVIDIA GPU: check the "
+               "driver and the device (nvidia-smi)")
 
 
 class BackendUnavailable(GpunnError, RuntimeError):
-    """The device that was asked for cannot be used; the message names the cause and the fix."""
+    """The device that was asked for cannot be used; the message names the cause and the fix.
+
+    ``device`` is the device asked for ("cuda:0"), ``cause`` what CuPy reported and ``hint``
+    what to do about it; :meth:`for_option` words the message for a command-line option.
+    """
+
+    def __init__(self, cause: str, device: str | None = None, hint: str = ""):
+        self.cause, self.device, self.hint = cause, device, hint
+        super().__init__(self._words(f"select({device!r})", "select('cpu')")
+                         if device else cause)
+
+    def for_option(self, option: str = "--device") -> str:
+        """The message as ``option DEVICE was asked for ...`` (the CLI's words)."""
+        return self._words(f"{option} {self.device}", f"{option} cpu") if self.device else str(self)
+
+    def _words(self, asked: str, cpu: str) -> str:
+        hint = f"{self.hint}, or use {cpu}" if self.hint else f"use {cpu}"
+        return f"{asked} was asked for but CuPy could not start ({self.cause}); {hint}"
 
 
 class MixedArrayError(GpunnError, TypeError):
@@ -182,6 +200,16 @@ class Backend:
             self._kernels[key] = impl
         return impl
 
+    def first_compile_likely(self, ops=None) -> bool:
+        """True when the CPU kernels of ``ops`` (names such as "conv2d", "dense_sgd"; default
+        all) have never been compiled here, so their first call takes seconds to a minute:
+        a command then says "compiling kernels (first run only)". False on CuPy."""
+        if self.kernel_backend != "numba":
+            return False
+        from gpunn.kernels import registry
+
+        return registry.first_compile_likely(ops)
+
     def __str__(self) -> str:
         return f"{self.name} ({self.device})"
 
@@ -221,10 +249,7 @@ def select(device: str | None = "auto") -> Backend:
         try:
             return _cupy_backend(index)
         except BackendUnavailable as exc:
-            raise BackendUnavailable(
-                f"--device {spec} was asked for but CuPy could not start ({exc.args[0]}); "
-                f"{INSTALL_HINT}"
-            ) from exc
+            raise BackendUnavailable(exc.cause, spec, exc.hint) from exc
     raise ValueError(f"device must be auto, cpu, cuda or cuda:N; received {device!r}")
 
 
@@ -237,20 +262,24 @@ def _import_cupy():
     try:
         import cupy
     except ImportError as exc:
-        raise BackendUnavailable("CuPy is not installed") from exc
+        raise BackendUnavailable("CuPy is not installed", hint=INSTALL_HINT) from exc
     except Exception as exc:  # a broken CuPy install raises all sorts at import
-        raise BackendUnavailable(f"CuPy failed to import: {exc}") from exc
+        raise BackendUnavailable(f"CuPy failed to import: {exc}",
+                                 hint=f"reinstall CuPy: {INSTALL_HINT}") from exc
     return cupy
 
 
 def _cupy_backend(index: int) -> Backend:
     cupy = _import_cupy()
     try:
-        if not cupy.is_available():
-            raise BackendUnavailable("CuPy found no usable CUDA device or driver")
+        # Not cupy.is_available(): it hides the driver's reason (no driver, no device, a
+        # driver too old), which is what the user needs to read.
         count = cupy.cuda.runtime.getDeviceCount()
+        if count == 0:
+            raise BackendUnavailable("CuPy found no CUDA device", hint=DRIVER_HINT)
         if index >= count:
-            raise BackendUnavailable(f"GPU {index} does not exist; this machine has {count}")
+            raise BackendUnavailable(f"GPU {index} does not exist; this machine has {count}",
+                                     hint=f"choose cuda:0 to cuda:{count - 1}")
         with cupy.cuda.Device(index):
             # With CuPy installed but no driver, import succeeds and the first allocation
             # raises CUDARuntimeError: make that happen here, not in the first layer.
@@ -263,7 +292,7 @@ def _cupy_backend(index: int) -> Backend:
     except BackendUnavailable:
         raise
     except Exception as exc:  # CUDARuntimeError, CUDADriverError, ... carry the driver's words
-        raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(f"{type(exc).__name__}: {exc}", hint=DRIVER_HINT) from exc
     return Backend(name="cupy", xp=cupy, device=f"cuda:{index}", reason=f"CuPy on {gpu}")
 
 
@@ -310,6 +339,19 @@ def check_same_module(xp, *arrays, where: str = "gpunn") -> None:
                 f"{where} runs on {want} but received a {got} array; move it with "
                 f"backend.asarray(...) / backend.to_numpy(...) first"
             )
+
+
+def host_memory_available() -> int | None:
+    """Bytes of host memory a new allocation can get without swapping (MemAvailable in
+    /proc/meminfo), or None where the system does not say (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _host_memory() -> dict:

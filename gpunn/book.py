@@ -136,7 +136,8 @@ def build(row: Row, seed=None, backend="auto", compat: str = "book"):
 
 def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="book",
             train_size=None, on_epoch=None, on_progress=None, resume=None,
-            on_checkpoint=None, should_stop=None) -> dict:
+            on_checkpoint=None, should_stop=None, checkpoint_every: int = 0,
+            on_nan: str = "stop") -> dict:
     """Train ``row`` once with ``seed``; returns its accuracies and time.
 
     ``data`` is a gpunn.data Dataset. Reports ``final`` (the watched split after the last
@@ -145,8 +146,9 @@ def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="b
     network3's figure), and ``figure``, the number comparable with ``row.book``.
 
     ``resume=(net, state)`` (from :func:`gpunn.checkpoint.load_checkpoint`) continues a run
-    stopped by ``should_stop``; ``on_checkpoint`` and ``should_stop`` are passed to
-    :meth:`gpunn.Network.sgd`. ``stop_reason`` in the result says whether it finished.
+    stopped by ``should_stop``; ``on_checkpoint``, ``checkpoint_every``, ``should_stop`` and
+    ``on_nan`` are passed to :meth:`gpunn.Network.sgd`. ``stop_reason`` in the result says
+    whether it finished.
     """
     from gpunn.data.expand import expand_mnist
 
@@ -178,7 +180,8 @@ def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="b
     history = net.sgd(train, epochs, row.mini_batch_size, row.eta, lmbda=row.lmbda,
                       evaluation_data=watch, on_epoch=epoch_done, on_progress=on_progress,
                       regularisation_n=n_l2, resume=state, on_checkpoint=on_checkpoint,
-                      should_stop=should_stop)
+                      should_stop=should_stop, checkpoint_every=checkpoint_every,
+                      on_nan=on_nan)
     final = history[-1]["evaluation_accuracy"] if len(history) else None
     return {
         "row": row.name, "seed": seed, "epochs": len(history), "net": net,

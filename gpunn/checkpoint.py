@@ -97,27 +97,54 @@ def save_checkpoint(directory, net, state: dict, keep: int = 3) -> Path:
 
 
 def load_checkpoint(path_or_dir, backend="auto"):
-    """``(net, state)`` from a checkpoint file, or from the latest one in a directory.
+    """``(net, state)`` from a checkpoint file, or from the latest good one in a directory.
 
     ``net`` is rebuilt on ``backend`` (a Backend or device string) from the architecture the
-    file records; ``state`` is the dict given to :func:`save_checkpoint`, its arrays as NumPy.
-    Raises :class:`CheckpointError` naming the file for anything missing or damaged.
+    file records; ``state`` is the dict given to :func:`save_checkpoint`, its arrays as NumPy,
+    plus ``checkpoint_path`` (the file read) and ``skipped``: for a directory whose newest
+    checkpoints are damaged (truncated, garbled), each one passed over for an older one, as
+    ``{"path": str, "reason": str}``, newest first (empty when none was). A file named
+    explicitly is never skipped, and neither is one of another format version (it is not
+    damaged: it needs another gpunn). Raises :class:`CheckpointError` naming the file for
+    anything missing or damaged, and every file when all in the directory are damaged.
     """
     path = Path(path_or_dir)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise CheckpointError(f"no checkpoint (ckpt-NNNNNN.npz) in {path}; train with "
-                                  f"`gpunn train --checkpoint-dir {path}` to write some")
-        path = found
-    elif not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    meta, arrays = read_npz(path, "gpunn checkpoint", CheckpointError)
+    if not path.is_dir():
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {path} does not exist; give a ckpt-NNNNNN.npz "
+                                  f"file or the directory that holds them")
+        net, state = _read_checkpoint(path, backend)
+        state["skipped"] = []
+        return net, state
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"no checkpoint (ckpt-NNNNNN.npz) in {path}; train with "
+                              f"`gpunn train --checkpoint-dir {path}` to write some")
+    skipped = []
+    for candidate in reversed(found):
+        try:
+            net, state = _read_checkpoint(candidate, backend)
+        except _Damaged as exc:
+            skipped.append({"path": str(candidate), "reason": str(exc)})
+            continue
+        state["skipped"] = skipped
+        return net, state
+    raise CheckpointError(f"every checkpoint in {path} is damaged: "
+                          + "; ".join(s["reason"] for s in skipped)
+                          + "; delete the directory and train from the start")
+
+
+class _Damaged(CheckpointError):
+    """A checkpoint file that cannot be read back (truncated, garbled, inconsistent)."""
+
+
+def _read_checkpoint(path: Path, backend):
+    meta, arrays = read_npz(path, "gpunn checkpoint", _Damaged)
     check_format(path, meta, FORMAT, FORMAT_VERSION, "gpunn checkpoint", CheckpointError)
-    net = build_network(path, meta, arrays, backend, CheckpointError)
+    net = build_network(path, meta, arrays, backend, _Damaged)
     state = _decode(meta.get("state"), arrays, path)
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: its state record is corrupt (not a JSON object)")
+        raise _Damaged(f"{path}: its state record is corrupt (not a JSON object)")
     state["checkpoint_path"] = str(path)
     return net, state
 
@@ -146,7 +173,7 @@ def _decode(obj, arrays: dict, path):
             try:
                 return arrays[obj[_ARRAY]]
             except (KeyError, TypeError):
-                raise CheckpointError(f"{path}: array {obj[_ARRAY]!r} of its state is missing "
+                raise _Damaged(f"{path}: array {obj[_ARRAY]!r} of its state is missing "
                                       f"(the file is corrupt)") from None
         return {k: _decode(v, arrays, path) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -141,6 +141,14 @@ def read_npz(path, what: str = "gpunn model file", error=ModelFileError) -> tupl
     if not path.is_file():
         raise error(f"{path} does not exist or is not a file")
     try:
+        kind = _foreign_kind(path)
+    except _UNREADABLE as exc:
+        raise error(f"{path} is not a {what} (not a readable .npz: {exc})") from exc
+    if kind:
+        # Never suggest allow_pickle: a pickle can run any code when it is loaded.
+        raise error(f"{path} is not a {what}: it is {kind}; gpunn reads only the .npz "
+                    f"archives it writes, which hold plain arrays, never pickles")
+    try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except _UNREADABLE as exc:
@@ -156,9 +164,39 @@ def read_npz(path, what: str = "gpunn model file", error=ModelFileError) -> tupl
     return meta, arrays
 
 
+def _foreign_kind(path: Path) -> str | None:
+    """What ``path`` is when it cannot be a gpunn archive ("a Python pickle", ...), else None.
+
+    Reads only the first bytes and the array headers: nothing is unpickled.
+    """
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:1] == b"\x80":
+        return "a Python pickle"
+    if head == b"\x93NUMPY":
+        return "a single .npy array"
+    if not zipfile.is_zipfile(path):
+        return "not an .npz archive (a truncated file, or another kind)"
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".npy"):
+                continue
+            with archive.open(name) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                if read_header(f)[2].hasobject:
+                    return (f"an .npz holding pickled Python objects "
+                            f"({name.removesuffix('.npy')})")
+    return None
+
+
 def check_format(path, meta: dict, fmt: str, version: int, what: str = "gpunn network file",
                  error=ModelFileError) -> None:
     """Raise ``error`` unless ``meta`` names format ``fmt`` at ``version``."""
+    if fmt == FORMAT and meta.get("format") == "gpunn-checkpoint":
+        raise error(f"{path} is a gpunn checkpoint, not a model file; `gpunn export {path} "
+                    f"-o model.npz` writes its network as one")
     if meta.get("format") != fmt:
         raise error(f"{path} is not a {what} (format {meta.get('format')!r}, expected "
                     f"{fmt!r})")
@@ -180,8 +218,24 @@ def read_meta(path) -> tuple[dict, dict]:
 
 
 def load(path, backend="auto"):
-    """The network saved at ``path``, on ``backend`` (a Backend or device string)."""
-    meta, arrays = read_meta(path)
+    """The network saved at ``path``, on ``backend`` (a Backend or device string).
+
+    ``path`` may also be a checkpoint file (``ckpt-NNNNNN.npz``, :mod:`gpunn.checkpoint`):
+    its network is loaded and ``net.training`` is the configuration the run recorded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist; train one with "
+                             f"`gpunn train --save {path}`")
+    meta, arrays = read_npz(path)
+    if meta.get("format") == "gpunn-checkpoint":
+        from gpunn.checkpoint import load_checkpoint
+
+        net, state = load_checkpoint(path, backend)
+        config = state.get("config")
+        net.training = config if isinstance(config, dict) else {}
+        return net
+    check_format(path, meta, FORMAT, FORMAT_VERSION)
     net = build_network(path, meta, arrays, backend)
     net.training = meta.get("training", {})
     return net

@@ -118,7 +118,8 @@ class FullyConnected(Layer):
         self.w = rng.normal(0.0, 1.0 / math.sqrt(fan), (self.n_out, self.n_in), dtype=dtype)
         self.b = rng.normal(0.0, 1.0, (self.n_out,), dtype=dtype)
 
-    def forward(self, x, train: bool = False, rng=None):
+    def forward(self, x, train: bool = False, rng=None, activate: bool = True):
+        """σ(x Wᵀ + b); with ``activate=False`` only z (a fused cost applies σ itself)."""
         self._in_shape = x.shape
         if x.ndim != 2:
             x = x.reshape(x.shape[0], -1)
@@ -135,8 +136,14 @@ class FullyConnected(Layer):
         z = x @ self.w.T
         z += self.b
         self._x, self._z = x, z
-        self._a = self.activation.fn(z)
-        return self._a
+        self._a = self.activation.fn(z) if activate else None
+        return self._a if activate else z
+
+    @property
+    def logits(self):
+        """z = x Wᵀ + b of the last forward pass (N, n_out): what a cost computes from
+        where σ(z) has saturated to exactly 0 or 1."""
+        return self._z
 
     def delta_from(self, grad_a):
         """δ = ∂C/∂a ⊙ σ'(z): BP2's elementwise half."""

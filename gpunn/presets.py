@@ -1,14 +1,15 @@
 """The book's runs, by name: the settings behind each figure a reader wants to reproduce.
 
 Each preset is a dict of ``gpunn train`` settings; options given on the command line
-override it. ``book`` is the result the book reports for the run and where.
+override it. ``book`` is the result the book reports for the run and where. The book's
+chapter-5 and chapter-6 rows (:mod:`gpunn.book`) are presets too, conv nets included.
 """
 
 from __future__ import annotations
 
 from gpunn.errors import ConfigError
 
-__all__ = ["PRESETS", "DEFAULTS", "get"]
+__all__ = ["PRESETS", "DEFAULTS", "get", "names", "describe", "book_rows"]
 
 # The defaults of `gpunn train` are chapter 1's run.
 DEFAULTS = {
@@ -68,11 +69,45 @@ PRESETS = {
 }
 
 
+def _row_preset(row) -> dict:
+    """A chapter-5 or chapter-6 row of :mod:`gpunn.book` as ``gpunn train`` settings.
+
+    A convolutional row has ``"row"`` set and ``"sizes"`` None: it is built by
+    :func:`gpunn.book.build`; a fully connected one has its sizes."""
+    return {**DEFAULTS, "sizes": list(row.sizes) or None, "cost": row.cost, "eta": row.eta,
+            "batch_size": row.mini_batch_size, "epochs": row.epochs, "lmbda": row.lmbda,
+            "init": row.init, "activation": row.activation if not row.sizes else "sigmoid",
+            "dropout": row.dropout if not row.sizes else 0.0,
+            "row": None if row.sizes else row.name}
+
+
+def book_rows() -> dict:
+    """The rows of :mod:`gpunn.book` that ``gpunn train`` runs as presets (one network each:
+    chapters 5 and 6; the ensemble is ``gpunn ensemble``)."""
+    from gpunn.book import ROWS
+
+    return {name: row for name, row in ROWS.items()
+            if name not in PRESETS and row.ensemble == 1}
+
+
+def names() -> list[str]:
+    return list(PRESETS) + list(book_rows())
+
+
+def describe(name: str) -> tuple[str, str]:
+    """(summary, the book's figure) of preset ``name``, for ``--list-presets``."""
+    if name in PRESETS:
+        return PRESETS[name]["summary"], PRESETS[name]["book"]
+    row = book_rows()[name]
+    return f"chapter {row.chapter}: {row.title}", f"{row.book:.2f}% {row.split}"
+
+
 def get(name: str) -> dict:
     """The settings of preset ``name`` merged over the defaults."""
-    try:
-        preset = PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} "
-                          f"(see `gpunn train --list-presets`)") from None
-    return {**DEFAULTS, **preset["settings"]}
+    if name in PRESETS:
+        return {**DEFAULTS, **PRESETS[name]["settings"]}
+    rows = book_rows()
+    if name in rows:
+        return _row_preset(rows[name])
+    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(names())} "
+                      f"(see `gpunn train --list-presets`)")

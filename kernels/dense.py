@@ -1,43 +1,140 @@
 """dense_sgd, the NumPy reference: SGD over one chunk of examples, one mini-batch at a time.
 
-The oracle for :mod:`gpunn.kernels.dense_numba` and the path taken on CuPy: it simply runs
-the network's own :meth:`gpunn.network.Network.update_mini_batch` over the chunk's
-mini-batches in order, so it supports every network that method supports (dropout included).
+The oracle for :mod:`gpunn.kernels.dense_numba`. It works on arrays alone (weights, biases,
+momentum buffers and one activation name per layer), so it knows nothing of layers,
+networks or optimisers; plain ``xp`` operations, so it runs on CuPy arrays too.
 
 Interface (shared by ``dense_numba``)::
 
-    dense_sgd.supports(net, dropout) -> bool
-    state = dense_sgd.prepare(net, momentum)          # once per Network.sgd call
+    dense_sgd.supports(weights, biases, activations, cost) -> bool
+    state = dense_sgd.prepare(weights, biases, activations, cost, vel_w=None, vel_b=None)
     dense_sgd.run(state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum)
 
-``Xc (c, n_in)`` holds the chunk's examples, already shuffled; ``Yc (c, n_out)`` their one-hot
-targets; ``n`` is the training-set size (for the L2/L1 terms). The weights, biases and
-``net.velocities`` are updated in place.
+``weights[l] (n_out, n_in)`` and ``biases[l] (n_out,)`` for each layer, input first;
+``activations[l]`` is layer l's activation ("sigmoid", "tanh", "relu", "linear"; the output
+may also be "softmax" with the log-likelihood cost); ``cost`` is "quadratic",
+"cross-entropy" (sigmoid output) or "log-likelihood" (softmax output). ``Xc (c, n_in)``
+holds the chunk's examples, already shuffled; ``Yc (c, n_out)`` their one-hot targets;
+``n`` is the training-set size (for the L2/L1 terms). Each mini-batch of m examples is the
+book's step, updated in place::
+
+    w ← (1 − ηλ/n) w − (η/n)λ₁ sgn w − (η/m) Σ δ aᵀ,    b ← b − (η/m) Σ δ
+    with momentum μ:  v ← μ v − η((λ/n) w + (λ₁/n) sgn w + (1/m) Σ δ aᵀ),  w ← w + v
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from gpunn.backend import array_module
+from gpunn.errors import ConfigError
+
+HIDDEN = ("sigmoid", "tanh", "relu", "linear")
+#: (cost, output activation) pairs whose δ^L the fused step forms
+OUTPUTS = frozenset({("quadratic", a) for a in HIDDEN}
+                    | {("cross-entropy", "sigmoid"), ("log-likelihood", "softmax")})
+
+
+def check_stack(weights, biases, activations, cost) -> None:
+    """Raise ConfigError unless the arrays chain and every activation is one this step has."""
+    if not (len(weights) == len(biases) == len(activations) >= 1):
+        raise ConfigError(f"dense_sgd expects one weight, bias and activation per layer; "
+                          f"received {len(weights)}, {len(biases)} and {len(activations)}")
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        n_in = weights[l - 1].shape[0] if l else w.shape[1]
+        if w.ndim != 2 or w.shape[1] != n_in or b.shape != (w.shape[0],):
+            raise ConfigError(f"dense_sgd layer {l}: expected w of shape (n_out, {n_in}) and b "
+                              f"of shape (n_out,); received w.shape={tuple(w.shape)}, "
+                              f"b.shape={tuple(b.shape)}")
+    bad = [a for a in activations[:-1] if a not in HIDDEN]
+    if bad or (cost, activations[-1]) not in OUTPUTS:
+        raise ConfigError(f"dense_sgd trains hidden layers of {', '.join(HIDDEN)} and the "
+                          f"outputs {sorted(OUTPUTS)}; received activations {list(activations)} "
+                          f"with cost {cost!r}")
+
+
+def activate(name, z, xp):
+    if name == "sigmoid":
+        with np.errstate(over="ignore"):  # e^-z is inf for z < -88 (float32): σ = 0, right
+            return 1 / (1 + xp.exp(-z))
+    if name == "tanh":
+        return xp.tanh(z)
+    if name == "relu":
+        return xp.maximum(z, 0)
+    if name == "softmax":
+        e = xp.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return z
+
+
+def prime(name, a):
+    """σ'(z) from a = σ(z); for relu z > 0 exactly when a > 0."""
+    if name == "sigmoid":
+        return a * (1 - a)
+    if name == "tanh":
+        return 1 - a * a
+    if name == "relu":
+        return (a > 0).astype(a.dtype)
+    return 1
+
+
+class _State:
+    def __init__(self, weights, biases, activations, cost, vel_w, vel_b):
+        self.weights, self.biases = list(weights), list(biases)
+        self.activations, self.cost = tuple(activations), cost
+        self.vel_w, self.vel_b = vel_w, vel_b
+
 
 class DenseSGDReference:
-    """Mini-batch SGD through ``net.update_mini_batch`` (NumPy or CuPy, any dtype)."""
+    """Mini-batch SGD for a fully connected stack in plain ``xp`` operations (any dtype)."""
 
     backend = "numpy"
 
-    def supports(self, net, dropout) -> bool:
+    def supports(self, weights, biases, activations, cost) -> bool:
+        try:
+            check_stack(weights, biases, activations, cost)
+        except ConfigError:
+            return False
         return True
 
-    def prepare(self, net, momentum):
-        """The state for :meth:`run`: the network itself, with its velocities when needed."""
-        if momentum:
-            net.init_velocities()
-        return net
+    def prepare(self, weights, biases, activations, cost, vel_w=None, vel_b=None) -> _State:
+        """The state :meth:`run` updates in place: these very arrays (and velocities)."""
+        check_stack(weights, biases, activations, cost)
+        return _State(weights, biases, activations, cost, vel_w, vel_b)
 
     def run(self, state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum) -> None:
         """One SGD step per mini-batch of ``Xc (c, n_in)`` / ``Yc (c, n_out)``, in order."""
-        net = state
         for k in range(0, Xc.shape[0], mini_batch_size):
-            net.update_mini_batch(Xc[k:k + mini_batch_size], Yc[k:k + mini_batch_size],
-                                  eta, lmbda, n, l1, momentum)
+            self._step(state, Xc[k:k + mini_batch_size], Yc[k:k + mini_batch_size],
+                       eta, lmbda, l1, n, momentum)
+
+    @staticmethod
+    def _step(s, X, Y, eta, lmbda, l1, n, momentum) -> None:
+        xp = array_module(X)
+        m = X.shape[0]
+        acts = [X]
+        for w, b, name in zip(s.weights, s.biases, s.activations):
+            acts.append(activate(name, acts[-1] @ w.T + b, xp))
+        delta = acts[-1] - Y  # BP1; σ'(z) cancels for cross-entropy and log-likelihood
+        if s.cost == "quadratic":
+            delta = delta * prime(s.activations[-1], acts[-1])
+        for l in range(len(s.weights) - 1, -1, -1):
+            w, b = s.weights[l], s.biases[l]
+            nabla_w, nabla_b = delta.T @ acts[l] / m, delta.sum(axis=0) / m
+            if l > 0:  # BP2 with the weights before their update
+                delta = (delta @ w) * prime(s.activations[l - 1], acts[l])
+            reg = (lmbda / n) * w if lmbda else 0
+            if l1:
+                reg = reg + (l1 / n) * xp.sign(w)
+            if momentum:
+                vw, vb = s.vel_w[l], s.vel_b[l]
+                vw[...] = momentum * vw - eta * (reg + nabla_w)
+                vb[...] = momentum * vb - eta * nabla_b
+                w += vw
+                b += vb
+            else:
+                w -= eta * (reg + nabla_w)
+                b -= eta * nabla_b
 
 
 DENSE_SGD = DenseSGDReference()

@@ -22,8 +22,10 @@ bundled OpenBLAS (ILP64 ``scipy_cblas_sgemm64_``), bound by name through llvmlit
 compiled function caches on disk. Where NumPy carries no such BLAS, :meth:`supports` says
 False and the network keeps the NumPy path (:mod:`gpunn.kernels.dense`, the oracle).
 
-Leaves out: dropout, step or softmax hidden layers, float64 (all go to the NumPy path).
-Same interface as :mod:`gpunn.kernels.dense`.
+Each layer has its own activation (one code per layer), so a stack that mixes them trains
+as the layer-by-layer step does. Leaves out: dropout, step or softmax hidden layers, float64
+(the training loop keeps those on its layer-by-layer step). Same interface as
+:mod:`gpunn.kernels.dense`, which is its oracle.
 """
 
 from __future__ import annotations
@@ -36,19 +38,15 @@ import numpy as np
 from numba import njit, types
 
 from gpunn.errors import ConfigError
+from gpunn.kernels.dense import check_stack
 
 # Activation and cost codes passed to the kernel.
 SIGMOID, TANH, RELU, LINEAR, SOFTMAX = 0, 1, 2, 3, 4
 QUADRATIC, CROSS_ENTROPY, LOG_LIKELIHOOD = 0, 1, 2
 _ACTIVATIONS = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "linear": LINEAR}
-_OUTPUTS = {  # (cost, output activation) pairs the kernel forms δ^L for
-    ("quadratic", "sigmoid"): (QUADRATIC, SIGMOID),
-    ("quadratic", "tanh"): (QUADRATIC, TANH),
-    ("quadratic", "relu"): (QUADRATIC, RELU),
-    ("quadratic", "linear"): (QUADRATIC, LINEAR),
-    ("cross-entropy", "sigmoid"): (CROSS_ENTROPY, SIGMOID),
-    ("log-likelihood", "softmax"): (LOG_LIKELIHOOD, SOFTMAX),
-}
+_CODES = {**_ACTIVATIONS, "softmax": SOFTMAX}
+_COSTS = {"quadratic": QUADRATIC, "cross-entropy": CROSS_ENTROPY,
+          "log-likelihood": LOG_LIKELIHOOD}
 
 # ---------------------------------------------------------------------------------------------
 # BLAS: cblas_sgemm with 64-bit integers, row-major. Pointers travel as int64 (``_ptr(a)``).
@@ -200,10 +198,11 @@ def _update(w, b, vw, vb, delta, x, m, eta, lmbda, l1, n, momentum):
 
 @njit(cache=True)
 def _sgd_chunk(X, Y, weights, biases, vel_w, vel_b, acts, deltas, mini_batch_size,
-               eta, lmbda, l1, n, momentum, hidden, output, cost):
+               eta, lmbda, l1, n, momentum, codes, cost):
     """Every mini-batch of X (c, n_in) / Y (c, n_out), in order; see the module docstring.
 
-    acts[li] and deltas[li] are flat scratch of at least mini_batch_size * n_out(li) floats.
+    acts[li] and deltas[li] are flat scratch of at least mini_batch_size * n_out(li) floats;
+    codes[li] is layer li's activation.
     """
     depth = len(weights)  # layer li maps the activations of li - 1 (x for li = 0) to acts[li]
     for k in range(0, X.shape[0], mini_batch_size):
@@ -211,9 +210,9 @@ def _sgd_chunk(X, Y, weights, biases, vel_w, vel_b, acts, deltas, mini_batch_siz
         x, y = _ptr(X) + k * X.shape[1] * _F32, Y[k:k + m]
         for li in range(depth):
             _forward(x if li == 0 else _ptr(acts[li - 1]), weights[li], biases[li], acts[li], m,
-                     hidden if li < depth - 1 else output)
+                     codes[li])
         # δ^L, transposed: a − y, times σ'(z) for the quadratic cost (BP1)
-        a, d = acts[depth - 1], deltas[depth - 1]
+        a, d, output = acts[depth - 1], deltas[depth - 1], codes[depth - 1]
         n_out = y.shape[1]
         for i in range(m):
             for j in range(n_out):
@@ -228,28 +227,24 @@ def _sgd_chunk(X, Y, weights, biases, vel_w, vel_b, acts, deltas, mini_batch_siz
                        _ptr(w), n_in, _ptr(deltas[li]), m, np.float32(0.0), _ptr(below), m)
                 for j in range(n_in):
                     for i in range(m):
-                        below[j * m + i] *= _prime(hidden, a[i * n_in + j])
+                        below[j * m + i] *= _prime(codes[li - 1], a[i * n_in + j])
             _update(w, biases[li], vel_w[li], vel_b[li], deltas[li],
                     x if li == 0 else _ptr(acts[li - 1]), m, eta, lmbda, l1, n, momentum)
 
 
 # ---------------------------------------------------------------------------------------------
 class _State:
-    """What :meth:`DenseSGDNumba.run` needs, built once per ``Network.sgd`` call."""
+    """What :meth:`DenseSGDNumba.run` needs, built once per training run."""
 
-    def __init__(self, net, momentum):
-        self.n_in = net.layers[0].n_in
-        self.sizes = [layer.n_out for layer in net.layers]
-        self.weights = tuple([layer.w for layer in net.layers])
-        self.biases = tuple([layer.b for layer in net.layers])
-        if momentum:  # the network's own velocities, so they persist across sgd calls
-            self.vel_w = tuple([vw for vw, _ in net.velocities])
-            self.vel_b = tuple([vb for _, vb in net.velocities])
-        else:  # never read without momentum; the kernel wants tuples of the right type
-            self.vel_w, self.vel_b = self.weights, self.biases
-        cost, output = _OUTPUTS[(net.cost.name, net.layers[-1].activation.name)]
-        hidden = _ACTIVATIONS.get(net.layers[0].activation.name, LINEAR)
-        self.codes = (hidden, output, cost)
+    def __init__(self, weights, biases, activations, cost, vel_w, vel_b):
+        self.n_in = weights[0].shape[1]
+        self.sizes = [w.shape[0] for w in weights]
+        self.weights, self.biases = tuple(weights), tuple(biases)
+        # never read without momentum; the kernel wants tuples of the right type
+        self.vel_w = self.weights if vel_w is None else tuple(vel_w)
+        self.vel_b = self.biases if vel_b is None else tuple(vel_b)
+        self.codes = np.array([_CODES[a] for a in activations], dtype=np.int64)
+        self.cost = _COSTS[cost]
         self.capacity = 0
         self.acts = self.deltas = None
 
@@ -257,50 +252,39 @@ class _State:
         if mini_batch_size > self.capacity:
             self.capacity = mini_batch_size
             self.acts = tuple([np.empty(mini_batch_size * s, np.float32)
-                                    for s in self.sizes])
+                               for s in self.sizes])
             self.deltas = tuple([np.empty(mini_batch_size * s, np.float32)
-                                      for s in self.sizes])
+                                 for s in self.sizes])
         return self.acts, self.deltas
 
 
 class DenseSGDNumba:
-    """Whole-chunk SGD for float32 fully connected networks, one compiled call per chunk."""
+    """Whole-chunk SGD for float32 fully connected stacks, one compiled call per chunk."""
 
     backend = "numba"
 
-    def supports(self, net, dropout) -> bool:
-        """True when this kernel can train ``net``; otherwise use the NumPy reference."""
-        from gpunn.layers import FullyConnected
-
-        layers = net.layers
-        if dropout or len(net.input_shape) != 1 or not _bind_sgemm():
+    def supports(self, weights, biases, activations, cost) -> bool:
+        """True when this kernel can train the stack; otherwise use the layer-by-layer step."""
+        try:
+            check_stack(weights, biases, activations, cost)
+        except ConfigError:
             return False
-        if (net.cost.name, layers[-1].activation.name) not in _OUTPUTS:
-            return False
-        for layer in layers:
-            if not isinstance(layer, FullyConnected) or layer.dropout:
-                return False
-            if layer is not layers[-1] and layer.activation.name not in _ACTIVATIONS:
-                return False
-            for p in (layer.w, layer.b):
-                if not (isinstance(p, np.ndarray) and p.dtype == np.float32
-                        and p.flags.c_contiguous):
-                    return False
-        return True
+        return _bind_sgemm() and all(
+            isinstance(p, np.ndarray) and p.dtype == np.float32 and p.flags.c_contiguous
+            for p in (*weights, *biases))
 
-    def prepare(self, net, momentum) -> _State:
-        """Tuples of the layers' arrays (updated in place, so they stay valid), and velocities.
+    def prepare(self, weights, biases, activations, cost, vel_w=None, vel_b=None) -> _State:
+        """Tuples of the given arrays (updated in place, so they stay valid).
 
         Tuples, not numba.typed.List: a typed List compiles its methods at first use (half a
         second and ~55 MB of LLVM each process); a homogeneous tuple costs nothing.
         """
-        if not _bind_sgemm():
-            raise ConfigError("dense_sgd (numba) needs NumPy's bundled ILP64 OpenBLAS "
-                              "(scipy_cblas_sgemm64_), which this NumPy lacks; check "
-                              "supports(net, dropout) first and use the NumPy path")
-        if momentum:
-            net.init_velocities()
-        return _State(net, momentum)
+        if not self.supports(weights, biases, activations, cost):
+            check_stack(weights, biases, activations, cost)  # the reason, if it is the stack
+            raise ConfigError("dense_sgd (numba) trains C-contiguous float32 NumPy arrays with "
+                              "NumPy's bundled ILP64 OpenBLAS (scipy_cblas_sgemm64_); check "
+                              "supports(...) first and use the NumPy path")
+        return _State(weights, biases, activations, cost, vel_w, vel_b)
 
     def run(self, state, Xc, Yc, mini_batch_size, eta, lmbda, l1, n, momentum) -> None:
         """SGD over ``Xc (c, n_in)`` / one-hot ``Yc (c, n_out)`` in mini-batches, in order."""
@@ -311,12 +295,14 @@ class DenseSGDNumba:
                 f"dense_sgd expects Xc of shape (c, {state.n_in}), Yc of shape "
                 f"(c, {state.sizes[-1]}) and mini_batch_size >= 1; received "
                 f"Xc.shape={Xc.shape}, Yc.shape={Yc.shape}, mini_batch_size={mini_batch_size}")
+        if momentum and state.vel_w is state.weights:
+            raise ConfigError("dense_sgd with momentum needs vel_w and vel_b in prepare(...)")
         acts, deltas = state.scratch(int(mini_batch_size))
         _sgd_chunk(np.ascontiguousarray(Xc, dtype=np.float32),
                    np.ascontiguousarray(Yc, dtype=np.float32),
                    state.weights, state.biases, state.vel_w, state.vel_b, acts, deltas,
                    int(mini_batch_size), float(eta), float(lmbda), float(l1), float(n),
-                   float(momentum), *state.codes)
+                   float(momentum), state.codes, state.cost)
 
 
 DENSE_SGD = DenseSGDNumba()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -119,3 +120,52 @@ def test_sigkill_during_checkpoint_writes_always_leaves_a_loadable_one(tmp_path)
         save_checkpoint(directory, net, {"epoch": 0}, keep=2)
         assert not any(p.name.endswith(".part") for p in directory.iterdir())
     assert left_parts >= 1
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garble(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garble])
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path, damage):
+    net = small_net()
+    for epoch in (1, 2, 3):
+        save_checkpoint(tmp_path, net, {"epoch": epoch})
+    first, second, third = list_checkpoints(tmp_path)
+    damage(third)
+    _, state = load_checkpoint(tmp_path, backend="cpu")
+    assert state["epoch"] == 2 and state["checkpoint_path"] == str(second)
+    assert [s["path"] for s in state["skipped"]] == [str(third)]
+    assert str(third) in state["skipped"][0]["reason"]
+    damage(second)
+    _, state = load_checkpoint(tmp_path, backend="cpu")
+    assert state["epoch"] == 1 and state["checkpoint_path"] == str(first)
+    assert [s["path"] for s in state["skipped"]] == [str(third), str(second)]
+    json.dumps(state["skipped"])  # a command may write it into a results file
+
+
+def test_an_intact_checkpoint_skips_nothing_and_a_named_file_is_never_skipped(tmp_path):
+    net = small_net()
+    save_checkpoint(tmp_path, net, {"epoch": 1})
+    newest = save_checkpoint(tmp_path, net, {"epoch": 2})
+    assert load_checkpoint(tmp_path, backend="cpu")[1]["skipped"] == []
+    _truncate(newest)
+    with pytest.raises(CheckpointError, match=f"{newest} is not a gpunn checkpoint"):
+        load_checkpoint(newest, backend="cpu")
+
+
+def test_all_checkpoints_damaged_is_an_error_naming_each(tmp_path):
+    net = small_net()
+    paths = [save_checkpoint(tmp_path, net, {"epoch": e}) for e in (1, 2)]
+    _truncate(paths[0])
+    _garble(paths[1])
+    with pytest.raises(CheckpointError, match="every checkpoint in .* is damaged") as info:
+        load_checkpoint(tmp_path, backend="cpu")
+    assert all(str(p) in str(info.value) for p in paths)

@@ -21,14 +21,17 @@ def test_topk_accuracy_on_crafted_outputs():
     outputs = np.array([[0.10, 0.20, 0.30, 0.15, 0.05, 0.12, 0.08],   # label 2: rank 1
                         [0.30, 0.20, 0.10, 0.15, 0.05, 0.12, 0.08],   # label 3: rank 3
                         [0.30, 0.20, 0.10, 0.15, 0.05, 0.12, 0.08],   # label 6: rank 6
-                        [0.25, 0.25, 0.10, 0.15, 0.05, 0.12, 0.08]])  # label 1: tied first
-    labels = np.array([2, 3, 6, 1])
+                        [0.25, 0.25, 0.10, 0.15, 0.05, 0.12, 0.08]])  # label 0: tied first
+    labels = np.array([2, 3, 6, 0])  # top-1 is the argmax: of a tie, the first
     assert imagenet.topk_accuracy(outputs, labels, 1) == 0.5
     assert imagenet.topk_accuracy(outputs, labels, 3) == 0.75
     assert imagenet.topk_accuracy(outputs, labels, 5) == 0.75
     assert imagenet.topk_accuracy(outputs, labels, 6) == 1.0
+    assert imagenet.topk_accuracy(outputs[3:], np.array([1]), 1) == 0.0
+    assert imagenet.topk_accuracy(outputs[3:], np.array([1]), 2) == 1.0  # ties count for k > 1
     diverged = np.full((2, 7), np.nan)
     assert imagenet.topk_accuracy(diverged, labels[:2], 5) == 0.0
+    assert imagenet.topk_accuracy(diverged, np.array([0, 0]), 1) == 0.0
     with pytest.raises(ConfigError, match="k must be an integer >= 1"):
         imagenet.topk_accuracy(outputs, labels, 0)
     with pytest.raises(ConfigError, match=r"outputs \(N, classes\)"):
@@ -49,30 +52,56 @@ def test_a_few_steps_of_alexnet_small_reduce_the_loss():
 
 
 def test_records_checkpoints_and_an_exact_resume(tiny_toy, tmp_path):
-    from gpunn.checkpoint import list_checkpoints
+    from gpunn.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
     train_set, val_set = open_image_folder(tiny_toy, crop=64)
-    steps = []
+    progress = []
     net = models.build("alexnet-small", classes=3, seed=1, backend="cpu")
     history = imagenet.train(net, train_set, val_set, epochs=2, batch_size=8, seed=3,
-                             workers=1, on_step=steps.append, checkpoint_dir=tmp_path)
+                             workers=1, on_progress=lambda done, n: progress.append(done),
+                             on_checkpoint=lambda state: save_checkpoint(tmp_path, net, state))
     record = history[0]
-    assert {"epoch", "eta", "seconds", "images_per_s", "train_loss", "train_top1", "val_top1",
-            "val_top5", "val_loss", "checkpoint"} <= set(record)
-    assert record["val_top5"] == 1.0  # 3 classes: every label is in the top 3 of 3
-    assert [s["step"] for s in steps] == [1, 2, 3] * 2 and steps[2]["images"] == 24
+    assert {"epoch", "eta", "seconds", "images_per_s", "training_cost", "training_accuracy",
+            "evaluation_accuracy", "evaluation_top5", "evaluation_cost"} <= set(record)
+    assert record["evaluation_top5"] == 1.0  # 3 classes: every label is in the top 5
+    assert progress == [8, 16, 24] * 2
     first, last = list_checkpoints(tmp_path)
-    assert imagenet.resume(tmp_path, backend="cpu")[1]["checkpoint_path"] == str(last)
+    assert load_checkpoint(tmp_path, backend="cpu")[1]["checkpoint_path"] == str(last)
     # from the end of epoch 1, the second epoch again: momentum, dropout and batches continue
-    net2, state = imagenet.resume(first, backend="cpu")
+    net2, state = load_checkpoint(first, backend="cpu")
     assert state["epoch"] == 1
     again = imagenet.train(net2, train_set, val_set, epochs=2, batch_size=8, seed=3,
-                           workers=1, state=state)
+                           workers=1, resume=state)
     assert [r["epoch"] for r in again.epochs] == [1, 2]
-    assert again[1]["train_loss"] == history[1]["train_loss"]
+    assert again[1]["training_cost"] == history[1]["training_cost"]
     for a, b in zip(net.layers, net2.layers):
         if getattr(a, "w", None) is not None:
             assert np.array_equal(a.w, b.w) and np.array_equal(a.b, b.b)
+
+
+def test_interrupted_mid_epoch_resumes_bit_identically(tiny_toy, tmp_path):
+    """Stopped after the 2nd of 3 mini-batches of epoch 1, resumed: the same weights and
+    figures as a run never stopped (batches, augmentation, dropout and momentum continue)."""
+    from gpunn.checkpoint import load_checkpoint, save_checkpoint
+
+    train_set, val_set = open_image_folder(tiny_toy, crop=64)
+    kw = dict(epochs=2, batch_size=8, seed=3, workers=1)
+    straight = models.build("alexnet-small", classes=3, seed=1, backend="cpu")
+    reference = imagenet.train(straight, train_set, val_set, **kw)
+    polls = []
+    net = models.build("alexnet-small", classes=3, seed=1, backend="cpu")
+    stopped = imagenet.train(net, train_set, val_set, **kw,
+                             should_stop=lambda: polls.append(1) or len(polls) == 2,
+                             on_checkpoint=lambda state: save_checkpoint(tmp_path, net, state))
+    assert stopped.stop_reason == "interrupted" and len(stopped) == 0
+    resumed, state = load_checkpoint(tmp_path, backend="cpu")
+    assert (state["epoch"], state["examples_done"]) == (0, 16)
+    history = imagenet.train(resumed, train_set, val_set, **kw, resume=state)
+    for a, b in zip(straight.weights + straight.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+    untimed = [[{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+                for r in h.epochs] for h in (history, reference)]
+    assert untimed[0] == untimed[1]
 
 
 def test_step_schedule_divides_eta_by_ten():
@@ -88,7 +117,7 @@ def test_steps_stop_the_run_early():
     net = models.build("alexnet-small", classes=3, seed=1, backend="cpu")
     history = imagenet.train(net, data, data, epochs=5, batch_size=8, steps=2, workers=0)
     assert len(history) == 1 and history.stop_reason == "stopped after 2 steps"
-    assert history[0]["images_per_s"] > 0 and 0 <= history[0]["val_top1"] <= 1
+    assert history[0]["images_per_s"] > 0 and 0 <= history[0]["evaluation_accuracy"] <= 1
 
 
 @pytest.mark.parametrize("kwargs, message", [

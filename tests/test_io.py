@@ -93,3 +93,40 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(ModelFileError, match="No space left"):
         gpunn.save(gpunn.Network([4, 3], backend="cpu", seed=2), path)
     assert path.read_bytes() == before and not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("write,kind", [
+    (lambda p: np.savez(p, w0=np.array([{"code": 1}], dtype=object)),
+     r"an \.npz holding pickled Python objects \(w0\)"),
+    (lambda p: p.write_bytes(__import__("pickle").dumps({"w0": 1})), "a Python pickle"),
+    (lambda p: np.save(open(p, "wb"), np.zeros(3)), r"a single \.npy array"),
+    (lambda p: p.write_bytes(b"not an archive at all"), r"not an \.npz archive"),
+])
+def test_foreign_files_are_named_and_never_unpickled(tmp_path, write, kind):
+    path = tmp_path / "model.npz"
+    write(path)
+    with pytest.raises(ModelFileError, match=f"model.npz is not a gpunn model file: it is {kind}"
+                       ) as info:
+        gpunn.load(path, backend="cpu")
+    assert "allow_pickle" not in str(info.value) and "trust" not in str(info.value)
+
+
+def test_a_checkpoint_file_loads_as_its_network(tmp_path):
+    from gpunn.checkpoint import save_checkpoint
+
+    net = gpunn.Network([6, 4, 3], seed=2, backend="cpu")
+    path = save_checkpoint(tmp_path, net, {"epoch": 1, "config": {"eta": 0.5}})
+    back = gpunn.load(path, backend="cpu")
+    assert back.config() == net.config() and back.training == {"eta": 0.5}
+    for a, b in zip(net.weights + net.biases, back.weights + back.biases):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_read_as_a_model_file_points_to_export(tmp_path):
+    from gpunn.checkpoint import save_checkpoint
+    from gpunn.io import read_meta
+
+    path = save_checkpoint(tmp_path, gpunn.Network([4, 3], backend="cpu"), {"epoch": 1})
+    with pytest.raises(ModelFileError, match=f"{path} is a gpunn checkpoint, not a model file; "
+                                             f"`gpunn export {path} -o model.npz`"):
+        read_meta(path)

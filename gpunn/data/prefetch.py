@@ -71,17 +71,18 @@ class Prefetcher:
         epoch, self.epochs_started = self.epochs_started, self.epochs_started + 1
         return self.epoch(epoch)
 
-    def epoch(self, epoch: int):
-        """A generator of epoch ``epoch``'s ``(X, y)`` batches; close it to stop early."""
-        batches = self._batches(epoch)
+    def epoch(self, epoch: int, start: int = 0):
+        """A generator of epoch ``epoch``'s ``(X, y)`` batches from batch ``start`` on (a
+        resumed epoch gets the very batches it would have had); close it to stop early."""
+        batches = self._batches(epoch, start)
         self._live.add(batches)
         return batches
 
-    def _batches(self, epoch: int):
+    def _batches(self, epoch: int, first: int = 0):
         order = self.order(epoch)
-        jobs = ((order[start:start + self.batch_size],
+        jobs = ((order[b * self.batch_size:(b + 1) * self.batch_size],
                  np.random.default_rng([self.seed, epoch, 1, b]))
-                for b, start in enumerate(range(0, len(self) * self.batch_size, self.batch_size)))
+                for b in range(first, len(self)))
         if self.workers == 0:
             for indices, rng in jobs:
                 yield self.dataset.load(indices, rng)

@@ -27,12 +27,28 @@ import numpy as np
 
 from gpunn.errors import ConfigError, DataError
 
-__all__ = ["TOY_CLASSES", "make_toy"]
+__all__ = ["TOY_CLASSES", "FolderNotEmpty", "make_toy"]
 
 TOY_CLASSES = ("circle", "square", "triangle", "cross", "hstripes", "vstripes", "checkerboard",
                "ring", "diagonal", "dots")
 NOISE = 12  # standard deviation of the pixel noise, in 0..255 units
 MIN_CONTRAST = 120  # the least Euclidean distance between background and foreground RGB
+
+
+class FolderNotEmpty(DataError):
+    """:func:`make_toy` was given a folder that holds files, without ``overwrite=True``.
+
+    ``path`` is the folder; :meth:`words` gives the message with the caller's name for the
+    overwrite switch (``gpunn imagenet make-toy`` says ``--overwrite``).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(self.words("overwrite=True"))
+
+    def words(self, overwrite: str) -> str:
+        return (f"{self.path}: not empty; the toy set is written only into a new or empty "
+                f"folder, so choose another path or pass {overwrite} to replace it")
 
 
 def make_toy(dir, classes: int = 10, per_class: int = 300, val_per_class: int = 60,
@@ -42,8 +58,8 @@ def make_toy(dir, classes: int = 10, per_class: int = 300, val_per_class: int = 
     ``classes`` takes the first 2 to 10 of :data:`TOY_CLASSES`; ``size`` is the side of every
     image in pixels; the same ``seed`` writes the same images. ``progress(done, total)`` is
     called after each file. ``dir`` must be new or empty unless ``overwrite=True``, which
-    replaces it once the new folder is complete. Raises :class:`DataError` for an unusable
-    ``dir``.
+    replaces it once the new folder is complete. Raises :class:`FolderNotEmpty` for a folder
+    with files in it and :class:`DataError` for another unusable ``dir``.
     """
     if not 2 <= classes <= len(TOY_CLASSES) or per_class < 1 or val_per_class < 1 or size < 16:
         raise ConfigError(f"make_toy needs 2 <= classes <= {len(TOY_CLASSES)}, per_class >= 1, "
@@ -56,8 +72,7 @@ def make_toy(dir, classes: int = 10, per_class: int = 300, val_per_class: int = 
         raise DataError(f"{dest}: exists and is not a folder; choose another path for the toy "
                         "dataset")
     if dest.is_dir() and any(dest.iterdir()) and not overwrite:
-        raise DataError(f"{dest}: not empty; make_toy writes only into a new or empty folder, so "
-                        "choose another path or pass overwrite=True to replace it")
+        raise FolderNotEmpty(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     shutil.rmtree(part, ignore_errors=True)  # left by an interrupted run

@@ -15,8 +15,8 @@ that measure and, beside it, the deviation |σ(weighted output) − f| on the sc
 
 :func:`fit` trains an ordinary 1-H-1 network (sigmoid hidden and output neurons, quadratic
 cost) on the same f by gradient descent, for comparison. ``Network.sgd`` trains classifiers
-(it builds one-hot targets from labels), so the regression here is a short loop over
-``Network.backprop`` with momentum.
+(it builds one-hot targets from labels), so the regression here is a short loop of
+``Network.train_batch`` on fresh points and the one optimiser, :class:`gpunn.optim.SGD`.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def fit(hidden: int = 30, steps: int = 40_000, mini_batch_size: int = 100, eta: 
     one input). Returns ``(net, deviation(net))``.
     """
     from gpunn.network import Network
+    from gpunn.optim import SGD
 
     for name, value in (("hidden", hidden), ("steps", steps),
                         ("mini_batch_size", mini_batch_size)):
@@ -123,13 +124,9 @@ def fit(hidden: int = 30, steps: int = 40_000, mini_batch_size: int = 100, eta: 
                   backend=backend)
     be = net.backend
     rng = np.random.default_rng(seed)
-    params = net.weights + net.biases
-    velocities = [be.xp.zeros_like(p) for p in params]
+    optimizer = SGD(eta, momentum=momentum)
     for _ in range(steps):
         x = rng.random((mini_batch_size, 1))
-        nabla_b, nabla_w = net.backprop(be.asarray(x), be.asarray(f(x)))
-        for p, v, g in zip(params, velocities, nabla_w + nabla_b):
-            v *= momentum
-            v -= eta * g
-            p += v
+        net.train_batch(be.asarray(x), be.asarray(f(x)))
+        optimizer.step(net.layers, be.xp)
     return net, deviation(net)

@@ -69,9 +69,11 @@ def speeds_at_init(sizes, X, y, seeds=range(5), cost: str = BOOK_COST, backend="
 
 
 def track_speeds(net, X, y, epochs: int, eta: float = 0.1, lmbda: float = 5.0,
-                 mini_batch_size: int | None = None, on_epoch=None) -> list[list[float]]:
+                 mini_batch_size: int | None = None, on_epoch=None,
+                 should_stop=None) -> list[list[float]]:
     """The book's training run: :func:`layer_speeds` before each of ``epochs`` epochs of SGD
-    on (X, y) and after the last. Returns ``epochs + 1`` rows, one float per hidden layer.
+    on (X, y) and after the last. Returns ``epochs + 1`` rows, one float per hidden layer
+    (fewer when ``should_stop()``, polled after each epoch, stops the run early).
 
     The book trains with mini-batches of the whole set (1,000 images), η = 0.1 and λ = 5.
     ``on_epoch(epoch, speeds)`` is called after each row is measured.
@@ -90,5 +92,5 @@ def track_speeds(net, X, y, epochs: int, eta: float = 0.1, lmbda: float = 5.0,
 
     if epochs:
         net.sgd((X, y), epochs, mini_batch_size or len(X), eta, lmbda=lmbda,
-                monitor_evaluation_accuracy=False, on_epoch=measure)
+                monitor_evaluation_accuracy=False, on_epoch=measure, should_stop=should_stop)
     return rows

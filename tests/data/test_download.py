@@ -68,8 +68,21 @@ def test_fetch_from_the_second_mirror(tmp_path, served_mnist, server):
 def test_load_dataset_downloads_when_missing(tmp_path, served_mnist, monkeypatch, capsys):
     monkeypatch.setattr(download, "MNIST_MIRRORS", [served_mnist])
     ds = load_dataset("mnist", progress=True)
-    assert ds.source == str(tmp_path / "cache" / "gpunn" / "mnist")
-    assert capsys.readouterr().out == ""  # the bar goes to stderr
+    dest = tmp_path / "cache" / "gpunn" / "mnist"
+    assert ds.source == str(dest)
+    out, err = capsys.readouterr()
+    assert out == ""  # the bar and the report go to stderr
+    size = sum(s for _, s in download.MNIST_IDX.values())
+    assert (f"downloaded MNIST: 4 IDX files, {size / 1e6:.1f} MB, from {served_mnist} "
+            f"(SHA-256 checked) into {dest}") in err
+
+
+def test_a_download_reports_where_from_to_the_callback(tmp_path, served_mnist, server):
+    lines = []
+    fetch("mnist", mirrors=[server + "missing/", served_mnist], progress=False,
+          report=lines.append)
+    assert len(lines) == 1 and f"from {served_mnist} (SHA-256 checked)" in lines[0]
+    assert "missing/" not in lines[0]  # the mirror that failed is not named as the source
 
 
 def test_fetch_into_data_dir(tmp_path, served_mnist):

@@ -150,6 +150,25 @@ def test_missing_data(tmp_path):
         load_mnist(tmp_path)
 
 
+def test_a_missing_folder_names_gpunn_data_when_it_came_from_there(isolated, tmp_path,
+                                                                     monkeypatch):
+    nowhere = tmp_path / "nonexistent"
+    monkeypatch.setenv("GPUNN_DATA", str(nowhere))
+    with pytest.raises(DataError) as info:  # what `--data-dir` with envvar=GPUNN_DATA passes
+        load_dataset("mnist", data_dir=str(nowhere))
+    assert str(info.value).startswith(
+        f"data folder {nowhere} does not exist; it is the value of the environment variable "
+        f"GPUNN_DATA: set GPUNN_DATA to an existing folder, or unset it")
+    assert "--data-dir" not in str(info.value)
+    with pytest.raises(DataError, match=f"mnist not found .*GPUNN_DATA={nowhere} is not an "
+                                        f"existing folder"):
+        load_dataset("mnist", download=False)
+    monkeypatch.delenv("GPUNN_DATA")
+    with pytest.raises(DataError, match=f"data folder {nowhere} does not exist; give an "
+                                        r"existing folder \(--data-dir DIR\)"):
+        load_dataset("mnist", data_dir=nowhere)
+
+
 def test_fashion_mnist_from_the_system_folder(isolated, helpers, small_validation):
     helpers.write_idx_folder(isolated / "system", 12, 5)
     ds = load_dataset("fashion-mnist")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gpunn.data.folder import open_image_folder
-from gpunn.data.toy import TOY_CLASSES, make_toy
+from gpunn.data.toy import TOY_CLASSES, FolderNotEmpty, make_toy
 from gpunn.errors import ConfigError, DataError
 
 
@@ -50,8 +50,12 @@ def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     target.mkdir()
     make_toy(target, classes=2, per_class=1, val_per_class=1, size=16)  # empty: fine
     (target / "mine.txt").write_text("keep me")
-    with pytest.raises(DataError, match=f"{target}: not empty.*overwrite=True"):
+    with pytest.raises(FolderNotEmpty, match=f"{target}: not empty.*overwrite=True") as info:
         make_toy(target, classes=2, per_class=1, val_per_class=1, size=16)
+    assert isinstance(info.value, DataError) and info.value.path == target
+    assert info.value.words("--overwrite") == (  # what `gpunn imagenet make-toy` says
+        f"{target}: not empty; the toy set is written only into a new or empty folder, so "
+        f"choose another path or pass --overwrite to replace it")
     assert (target / "mine.txt").exists()
     make_toy(target, classes=3, per_class=1, val_per_class=1, size=16, overwrite=True)
     assert not (target / "mine.txt").exists() and len(list(target.rglob("*.jpg"))) == 6

@@ -58,3 +58,53 @@ def test_cuda_sources_live_in_kernels_only():
     library = pathlib.Path(__file__).resolve().parents[2] / "gpunn"
     offenders = [p.name for p in library.rglob("*.py") if "__global__" in p.read_text()]
     assert not offenders, f"CUDA source in gpunn/ (belongs in kernels/): {offenders}"
+
+
+# -- Numba's on-disk cache ------------------------------------------------------------------
+READ_ONLY_INSTALL = """
+import os, sys, pathlib
+import numpy as np
+from gpunn.kernels import registry
+# the installed kernels' folder made unusable (a path under a regular file: refused even
+# for root), as in a read-only system or container install
+blocker = pathlib.Path(sys.argv[1]) / "not-a-folder"
+blocker.write_text("")
+registry._KERNELS_DIR = blocker
+print(registry.first_compile_likely(["gather_rows"]))
+impl = registry.lookup("gather_rows", "numba")
+rows = impl.forward(np.arange(12, dtype=np.uint8).reshape(4, 3), np.array([2, 0]), 1.0 / 255)
+assert rows.shape == (2, 3), rows.shape
+print(os.environ["NUMBA_CACHE_DIR"])
+print(registry.first_compile_likely(["gather_rows"]))
+"""
+
+
+def test_a_read_only_install_caches_compiled_kernels_in_gpunns_cache(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-c", READ_ONLY_INSTALL, str(tmp_path)], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    before, cache, after = out.stdout.split()
+    assert cache == str(tmp_path / "cache" / "gpunn" / "numba")
+    assert list((tmp_path / "cache" / "gpunn" / "numba").rglob("gather_numba.*.nbi"))
+    assert (before, after) == ("True", "False")  # compiled once, then found on disk
+
+
+def test_the_users_numba_cache_dir_is_kept(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "_NUMBA_CACHE", {})
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert registry.prepare_numba_cache() == tmp_path / "mine"
+    assert registry.first_compile_likely(["conv2d"])  # nothing compiled there yet
+    (tmp_path / "mine" / "sub").mkdir(parents=True)
+    (tmp_path / "mine" / "sub" / "conv_numba._im2col-63.py311.nbi").write_bytes(b"")
+    assert not registry.first_compile_likely(["conv2d"])
+    assert registry.first_compile_likely(["conv2d", "max_pool2d"])
+
+
+def test_a_writable_install_keeps_numbas_default(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "_NUMBA_CACHE", {})
+    monkeypatch.setattr(registry, "_KERNELS_DIR", tmp_path / "kernels")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert registry.prepare_numba_cache() == tmp_path / "kernels" / "__pycache__"
+    assert "NUMBA_CACHE_DIR" not in __import__("os").environ

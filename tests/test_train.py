@@ -1,0 +1,150 @@
+"""The training loop: its steps agree with each other and with an independent reference,
+the schedules do what they say, and the kernels stay below the library."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.errors import ConfigError
+from gpunn.kernels.dense import DENSE_SGD as REFERENCE
+from gpunn.layers import FullyConnected, Softmax
+from gpunn.optim import SGD
+from gpunn.testing import assert_matches
+from gpunn.train import FusedDenseStep, History, LayerStep, Schedule, _Run, choose_step
+
+HIDDEN = ["sigmoid", "tanh", "relu", "linear"]
+OUTPUTS = [("quadratic", "sigmoid"), ("cross-entropy", "sigmoid"), ("quadratic", "linear"),
+           ("log-likelihood", "softmax")]
+
+
+def _stack(first, second, cost, output, seed=3, dtype=np.float32):
+    last = Softmax(5, 3) if output == "softmax" else FullyConnected(5, 3, output)
+    net = gpunn.Network([FullyConnected(12, 7, first), FullyConnected(7, 5, second), last],
+                        cost=cost, seed=seed, backend="cpu", dtype=dtype)
+    if output == "softmax":  # Softmax starts at zero: give it weights that exercise it
+        r = np.random.default_rng(seed)
+        net.layers[-1].w[...] = r.standard_normal((3, 5)) / 3
+    return net
+
+
+def _chunk(n=40, seed=0):
+    r = np.random.default_rng(seed)
+    return r.random((n, 12), dtype=np.float32), r.integers(0, 3, n)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+@pytest.mark.parametrize("cost, output", OUTPUTS)
+@pytest.mark.parametrize("first, second", list(itertools.product(HIDDEN, HIDDEN)))
+def test_fused_step_equals_the_layer_step(first, second, cost, output, momentum):
+    """Every pair of hidden activations: one chunk of 40 in mini-batches of 7 (the last one
+    partial), the fused dense step against backpropagation through the layers."""
+    eta = 0.05 if "linear" in (first, second, output) else 0.5
+    fused_net, layer_net = (_stack(first, second, cost, output) for _ in range(2))
+    fused_opt, layer_opt = (SGD(eta, lmbda=2.0, n=100, l1=0.5, momentum=momentum)
+                            for _ in range(2))
+    assert FusedDenseStep.applies(fused_net)
+    fused, by_layer = FusedDenseStep(fused_net, fused_opt), LayerStep(layer_net, layer_opt)
+    for seed in range(2):
+        X, y = _chunk(seed=seed)
+        fused.run(X, y, 7)
+        by_layer.run(X, y, 7)
+    for i, (a, b) in enumerate(zip(fused_net.layers, layer_net.layers)):
+        assert_matches(f"{first}/{second}/{output} w[{i}]", a.w, b.w, rtol=1e-5, atol=1e-5)
+        assert_matches(f"{first}/{second}/{output} b[{i}]", a.b, b.b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("first, second", [("tanh", "sigmoid"), ("relu", "tanh"),
+                                           ("sigmoid", "relu"), ("relu", "relu")])
+def test_mixed_activation_stacks_train_like_an_independent_reference(first, second):
+    """The stack that once trained wrongly on the fast path (tanh then sigmoid, softmax out),
+    five full-batch steps through Network.sgd, against the float64 NumPy reference."""
+    net = gpunn.Network([FullyConnected(12, 9, first), FullyConnected(9, 7, second),
+                         Softmax(7, 3)], cost="log-likelihood", seed=1, backend="cpu")
+    assert isinstance(choose_step(net, SGD(0.5)), FusedDenseStep)
+    weights = [w.astype(np.float64) for w in net.weights]
+    biases = [b.astype(np.float64) for b in net.biases]
+    X, y = _chunk(30)
+    state = REFERENCE.prepare(weights, biases, [first, second, "softmax"], "log-likelihood")
+    for _ in range(5):
+        net.sgd((X, y), 1, 30, 0.5)  # one epoch = one full-batch step (shuffling is moot)
+        REFERENCE.run(state, X.astype(np.float64), np.eye(3)[y], 30, 0.5, 0.0, 0.0, 30, 0.0)
+    for i in range(3):
+        assert_matches(f"w[{i}]", net.weights[i], weights[i].astype(np.float32),
+                       rtol=1e-4, atol=1e-5)
+
+
+def test_the_fused_step_is_not_chosen_where_it_does_not_apply():
+    dropout = gpunn.Network([12, 7, 3], dropout=0.5, seed=0, backend="cpu")
+    step = gpunn.Network([12, 7, 3], activation="step", seed=0, backend="cpu")
+    wide = gpunn.Network([12, 7, 3], dtype=np.float64, seed=0, backend="cpu")
+    for net in (dropout, step, wide):
+        assert isinstance(choose_step(net, SGD(0.5)), LayerStep)
+    plain = gpunn.Network([12, 7, 3], seed=0, backend="cpu")
+    assert isinstance(choose_step(plain, SGD(0.5)), FusedDenseStep)
+    assert isinstance(choose_step(plain, SGD(0.5), track=True), LayerStep)
+
+
+def test_sgd_rejects_bad_hyperparameters():
+    for kwargs, message in [({"eta": 0.0}, "eta must be > 0"), ({"eta": float("nan")}, "eta"),
+                            ({"eta": 1.0, "momentum": 1.0}, "momentum"),
+                            ({"eta": 1.0, "lmbda": -1.0}, "lmbda"),
+                            ({"eta": 1.0, "n": 0}, "n \\(the training-set size\\)")]:
+        with pytest.raises(ConfigError, match=message):
+            SGD(**kwargs)
+
+
+def test_sgd_keeps_a_numpy_eta_from_making_float64_temporaries():
+    net = gpunn.Network([4, 3], seed=0, backend="cpu")
+    opt = SGD(np.float64(0.5))
+    assert type(opt.eta) is float
+    X, y = np.ones((2, 4), np.float32), np.array([0, 1])
+    net.train_batch(X, y)
+    opt.step(net.layers, np)
+    assert net.weights[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("schedule, accuracies, etas, stop", [
+    (Schedule("step", every=2, factor=10.0), [0.5] * 5, [1, 0.1, 0.1, 0.01, 0.01], None),
+    (Schedule("plateau", patience=2, factor=10.0), [0.5, 0.6, 0.6, 0.6, 0.7],
+     [1, 1, 1, 0.1, 0.1], None),
+    (Schedule.book(1, floor=1 / 4), [0.5, 0.4, 0.4, 0.4], [1, 0.5, 0.25, 0.125], 4),
+    (Schedule.book(early_stopping_n=2), [0.5, 0.6, 0.6, 0.6], [1, 1, 1, 1], 4),
+])
+def test_schedules(schedule, accuracies, etas, stop):
+    """``etas``: η for the next epoch, decided after each epoch; ``stop``: the epoch after
+    which training stops (None: never)."""
+    run = _Run(History(), 1.0, 1.0)
+    seen = []
+    for epoch, acc in enumerate(accuracies, start=1):
+        reason = schedule.after_epoch(run, epoch, acc)
+        seen.append(run.eta)
+        if reason:
+            assert epoch == stop, reason
+            break
+    else:
+        assert stop is None
+    assert seen == pytest.approx(etas[:len(seen)])
+
+
+def test_kernels_import_nothing_above_them():
+    """kernels/ holds ops on arrays: no layer, network, loop or optimiser (nor anything else
+    of gpunn but its errors and backend)."""
+    allowed = ("gpunn.kernels", "gpunn.errors", "gpunn.backend")
+    root = Path(gpunn.__file__).resolve().parent.parent / "kernels"
+    assert root.is_dir(), root
+    bad = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            bad += [f"{path.name}: {name}" for name in names
+                    if name.split(".")[0] == "gpunn"
+                    and not any(name == a or name.startswith(a + ".") for a in allowed)]
+    assert not bad, f"kernels import above themselves: {bad}"
