@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import click
 
+from gpunn.cli.main import DATA_DIR_OPTION, check_writable, quiet_requested
+
 DATASET_CHOICE = click.Choice(["mnist", "fashion-mnist"])
-DATA_DIR_OPTION = click.option(
+FETCH_DIR_OPTION = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=str),
     default=None,
-    help="Folder holding the data (DIR/mnist/ or the files themselves). Default: $GPUNN_DATA, "
-    "then the cache ~/.cache/gpunn (or $XDG_CACHE_HOME/gpunn).",
+    help="Folder to hold the data (DIR/mnist/ or the files themselves; made if missing). "
+    "Default: $GPUNN_DATA, then the cache ~/.cache/gpunn (or $XDG_CACHE_HOME/gpunn).",
 )
 
 
@@ -25,7 +27,7 @@ def data():
 
 @data.command()
 @click.argument("name", type=DATASET_CHOICE, default="mnist")
-@DATA_DIR_OPTION
+@FETCH_DIR_OPTION
 def fetch(name, data_dir):
     """Make sure dataset NAME (default mnist) is on disk; print where it is.
 
@@ -38,7 +40,9 @@ def fetch(name, data_dir):
     """
     from gpunn.data import fetch as fetch_dataset
 
-    where = fetch_dataset(name, data_dir=data_dir, progress=True,
+    if data_dir:
+        check_writable(data_dir, "--data-dir", directory=True)
+    where = fetch_dataset(name, data_dir=data_dir, progress=not quiet_requested(),
                           report=lambda line: click.echo(line, err=True))
     click.echo(f"{name}: {where}")
 

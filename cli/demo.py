@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import click
 
-from gpunn.cli.main import DEVICE_OPTION, InterruptGuard, select_backend
-from gpunn.cli.session import plural
+from gpunn.cli.main import (
+    DATA_DIR_OPTION,
+    DEVICE_OPTION,
+    InterruptGuard,
+    progress_disabled,
+    select_backend,
+)
+from gpunn.cli.session import check_outputs, plural
 
 
 class IntListType(click.ParamType):
@@ -59,6 +65,7 @@ def approx(bumps, hidden, steps, eta, seed, plot_path):
     """
     from gpunn.demos import approx as demo_approx
 
+    check_outputs({"--plot": plot_path})
     rows = demo_approx.deviations(bumps)
     click.echo("The book's construction (average deviation over 1,001 points of [0, 1]):")
     click.echo(f"{'bumps':>7}{'hidden':>8}{'σ⁻¹ scale (book)':>19}{'f scale':>10}")
@@ -108,8 +115,7 @@ def approx(bumps, hidden, steps, eta, seed, plot_path):
 @click.option("--lmbda", type=click.FloatRange(min=0), default=5.0, show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the speeds (at initialisation, or per epoch with --epochs) to this PNG.")
-@click.option("--data-dir", type=click.Path(), default=None, envvar="GPUNN_DATA",
-              help="Where MNIST is (default: $GPUNN_DATA, then ~/.cache/gpunn, then download).")
+@DATA_DIR_OPTION
 @DEVICE_OPTION
 def vanishing(hidden_layers, images, seeds, epochs, eta, lmbda, plot_path, data_dir, device):
     """Chapter 5: the speed of learning ‖δˡ‖ of each hidden layer falls towards the input.
@@ -125,6 +131,7 @@ def vanishing(hidden_layers, images, seeds, epochs, eta, lmbda, plot_path, data_
     from gpunn.cli.train import _load_data
     from gpunn.demos import vanishing as demo_vanishing
 
+    check_outputs({"--plot": plot_path})
     be = select_backend(device)
     data = _load_data("mnist", data_dir)
     n = min(images, len(data.train))
@@ -153,7 +160,8 @@ def vanishing(hidden_layers, images, seeds, epochs, eta, lmbda, plot_path, data_
             net = gpunn.Network(r["sizes"], cost=demo_vanishing.BOOK_COST, seed=0, backend=be)
             name = "-".join(map(str, r["sizes"]))
             with InterruptGuard() as guard, tqdm(total=epochs, unit="epoch", desc=name,
-                                                 leave=False, disable=None) as bar:
+                                                 leave=False,
+                                                 disable=progress_disabled()) as bar:
                 r["track"] = demo_vanishing.track_speeds(
                     net, X, y, epochs, eta=eta, lmbda=lmbda, should_stop=guard.should_stop,
                     on_epoch=lambda epoch, _: bar.update(epoch - bar.n))

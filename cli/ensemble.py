@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gpunn.cli.main import DEVICE_OPTION, UserError, select_backend, write_json
+from gpunn.cli.main import DATA_DIR_OPTION, DEVICE_OPTION, UserError, select_backend, write_json
 from gpunn.cli.session import check_outputs, checkpoint_options, quiet_option
 
 
@@ -22,8 +22,7 @@ from gpunn.cli.session import check_outputs, checkpoint_options, quiet_option
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Train each member on only the first N training images.")
 @DEVICE_OPTION
-@click.option("--data-dir", type=click.Path(), default=None, envvar="GPUNN_DATA",
-              help="Where MNIST is (default: $GPUNN_DATA, ~/.cache/gpunn, then download).")
+@DATA_DIR_OPTION
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Checkpoint every member's epochs under DIR; the same command resumes "
                    "after an interrupt and does not retrain finished members.")
@@ -61,7 +60,7 @@ def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_d
     checkpoint_dir = resolve_resume(resume, checkpoint_dir, f"ensemble-{preset}")
     check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
     be = select_backend(device)
-    data = load_dataset("mnist", data_dir=data_dir, download=True, progress=True)
+    data = load_dataset("mnist", data_dir=data_dir, download=True, progress=not quiet)
     run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
            "quiet": quiet}
 

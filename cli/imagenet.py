@@ -22,6 +22,7 @@ from gpunn.cli.main import (
     DEVICE_OPTION,
     UserError,
     check_host_memory,
+    progress_disabled,
     select_backend,
     skipped_checkpoint_notes,
 )
@@ -54,7 +55,8 @@ def _make_toy(path: Path) -> Path:
 
     from gpunn.data import make_toy
 
-    with tqdm(total=1, unit="img", desc=f"making {path}", leave=False, disable=None) as bar:
+    with tqdm(total=1, unit="img", desc=f"making {path}", leave=False,
+              disable=progress_disabled()) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
@@ -143,6 +145,9 @@ def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, epochs, batch_si
         raise UserError("give one of --data DIR, --toy or --synthetic (see 'gpunn imagenet "
                         "--help')")
     check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
+    if data_dir is not None and not toy and not data_dir.is_dir():
+        raise UserError(f"--data {data_dir} is not a folder; give an image folder "
+                        f"(DIR/train/<class>/*.jpg and DIR/val/<class>/...), or --toy")
     defaults = TOY_DEFAULTS if toy else DEFAULTS
     arch = arch or defaults["arch"]
     backend = select_backend(device)
@@ -153,7 +158,7 @@ def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, epochs, batch_si
                           f"training {arch}")
     if synthetic:
         _synthetic(arch, classes, lrn, batch_size or 64, steps or 10, eta or 0.01, momentum,
-                   weight_decay, seed, backend, metrics_json)
+                   weight_decay, seed, backend, metrics_json, quiet)
         return
     if toy and not bare_resume:
         data_dir = data_dir or _toy_dir()
@@ -300,7 +305,7 @@ def _training_bytes(arch: str, classes: int, lrn: bool, batch_size: int) -> int:
 
 
 def _synthetic(arch, classes, lrn, batch_size, steps, eta, momentum, weight_decay, seed,
-               backend, metrics_json):
+               backend, metrics_json, quiet=False):
     from tqdm import tqdm
 
     from gpunn import imagenet as library
@@ -313,7 +318,7 @@ def _synthetic(arch, classes, lrn, batch_size, steps, eta, momentum, weight_deca
     click.echo(f"{arch}: {net.num_params:,} parameters, {classes} classes, 3x{size}x{size} "
                f"random images, batch {batch_size}, on {backend.device}")
     with tqdm(total=1, unit="step", leave=False, desc="warm-up, then timed steps",
-              disable=None) as bar:
+              disable=True if quiet else None) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
@@ -357,7 +362,8 @@ def make_toy(directory, classes, per_class, val_per_class, seed, overwrite):
 
     total = classes * (per_class + val_per_class)
     try:
-        with tqdm(total=total, unit="img", desc="writing", leave=False, disable=None) as bar:
+        with tqdm(total=total, unit="img", desc="writing", leave=False,
+                  disable=progress_disabled()) as bar:
             path = write_toy(directory, classes, per_class, val_per_class, seed=seed,
                              progress=lambda done, _: bar.update(done - bar.n),
                              overwrite=overwrite)

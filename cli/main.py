@@ -92,7 +92,65 @@ def _load_commands(group: click.Group) -> None:
     from gpunn.cli import commands
 
     commands.register(group)
+    _add_quiet(group)
 
+
+def _add_quiet(command: click.Command) -> None:
+    """Give every command ``--quiet/-q`` (no progress bars or notes, only the results); a
+    command with its own ``quiet`` keeps it, the others read :func:`quiet_requested`."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_quiet(sub)
+        if command.name == "cli":
+            return
+    if any(p.name == "quiet" for p in command.params):
+        return
+
+    def remember(ctx, param, value):
+        if value:
+            ctx.meta["gpunn.quiet"] = True
+
+    command.params.append(click.Option(
+        ["--quiet", "-q"], is_flag=True, expose_value=False, callback=remember,
+        help="No progress bars or notes on stderr; only the results."))
+
+
+def quiet_requested() -> bool:
+    """True when the running command was given ``--quiet``."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("gpunn.quiet"))
+
+
+def progress_disabled():
+    """tqdm's ``disable``: True under ``--quiet``, else None (a bar only on a terminal)."""
+    return True if quiet_requested() else None
+
+
+def _existing_data_dir(ctx, param, value):
+    """--data-dir must exist (a download goes there only with `gpunn data fetch`); the line
+    names $GPUNN_DATA when that is where the folder came from."""
+    if value is None:
+        return None
+    from pathlib import Path
+
+    from click.core import ParameterSource
+
+    if not Path(value).exists():
+        if ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
+            raise UserError(f"GPUNN_DATA={value} does not exist (no --data-dir was given, so "
+                            f"the environment variable GPUNN_DATA chose it); set GPUNN_DATA "
+                            f"to the folder that holds the data, or unset it to use the cache")
+        raise UserError(f"--data-dir {value} does not exist; give the folder that holds the "
+                        f"data (DIR/mnist/ or the files), or leave --data-dir out to use "
+                        f"$GPUNN_DATA or the cache")
+    return value
+
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir", type=click.Path(file_okay=True, dir_okay=True), default=None,
+    envvar="GPUNN_DATA", callback=_existing_data_dir,
+    help="Where the dataset files are: DIR/mnist/ or the files themselves (default: "
+         "$GPUNN_DATA, then ~/.cache/gpunn, then a download into the cache).")
 
 DEVICE_OPTION = click.option(
     "--device",

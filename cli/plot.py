@@ -9,18 +9,34 @@ import json
 
 import click
 
-from gpunn.cli.main import UserError
+from gpunn.cli.main import UserError, check_writable
+
+
+def _output(output, source: str, suffix: str, force: bool) -> str:
+    """The PNG to write: ``-o``, else beside ``source`` with ``suffix``; never an existing
+    file unless ``--force`` (a default name must not replace a picture silently)."""
+    from pathlib import Path
+
+    if output is None:
+        output = str(Path(source).with_suffix("")) + suffix
+    if Path(output).exists() and not force:
+        raise UserError(f"{output} exists; pass --force to replace it, or -o to write "
+                        f"another file")
+    check_writable(output, "-o")
+    return output
 
 
 @click.command()
 @click.argument("metrics", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="curves.png",
-              show_default=True, help="The PNG to write.")
-def plot(metrics, output):
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The PNG to write. [default: METRICS with .png, e.g. m.json -> m.png]")
+@click.option("--force", is_flag=True, help="Replace the PNG if it exists.")
+def plot(metrics, output, force):
     """Training and evaluation accuracy and cost per epoch, from the METRICS JSON file that
     `gpunn train --metrics-json` writes (costs appear when they were monitored)."""
     from gpunn import plots
 
+    output = _output(output, metrics, ".png", force)
     try:
         with open(metrics, encoding="utf-8") as f:
             payload = json.load(f)
@@ -44,12 +60,15 @@ def plot(metrics, output):
               help="The first hidden layer's incoming weights, one 28x28 image per neuron.")
 @click.option("--max-units", type=click.IntRange(min=1), default=100, show_default=True,
               help="Draw at most this many neurons.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="weights.png",
-              show_default=True, help="The PNG to write.")
-def show(model, show_weights, max_units, output):
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The PNG to write. [default: MODEL with -weights.png, e.g. net.npz -> "
+                   "net-weights.png]")
+@click.option("--force", is_flag=True, help="Replace the PNG if it exists.")
+def show(model, show_weights, max_units, output, force):
     """Pictures of a saved network, as in 3Blue1Brown's videos (--weights)."""
     if not show_weights:
         raise UserError("say what to show: --weights (the first layer's incoming weights)")
+    output = _output(output, model, "-weights.png", force)
     import gpunn
     from gpunn import plots
 

@@ -11,6 +11,7 @@ import click
 from click.core import ParameterSource
 
 from gpunn.cli.main import (
+    DATA_DIR_OPTION,
     DEVICE_OPTION,
     UserError,
     select_backend,
@@ -48,8 +49,7 @@ def _list_rows() -> None:
               show_default=True, help="Follow the book's text, or network3.py's actual code "
                                       "(FC init, L2 scaling, dropout scaling).")
 @DEVICE_OPTION
-@click.option("--data-dir", type=click.Path(), default=None, envvar="GPUNN_DATA",
-              help="Where MNIST is (default: $GPUNN_DATA, ~/.cache/gpunn, then download).")
+@DATA_DIR_OPTION
 @click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
               help="Write every seed's result to this JSON file.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -87,7 +87,7 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
     be = select_backend(device)
     from gpunn.data import load_dataset
 
-    data = load_dataset("mnist", data_dir=data_dir, download=True, progress=True)
+    data = load_dataset("mnist", data_dir=data_dir, download=True, progress=not quiet)
     if quick:
         seeds, epochs = 1, 1
     train_size = min(QUICK_TRAIN_SIZE, len(data.train)) if quick else None

@@ -14,8 +14,10 @@ from pathlib import Path
 import click
 
 from gpunn.cli.main import (
+    DATA_DIR_OPTION,
     DEVICE_OPTION,
     UserError,
+    quiet_requested,
     select_backend,
     skipped_checkpoint_notes,
     write_json,
@@ -46,19 +48,18 @@ class SizesType(click.ParamType):
 
 
 def _data_options(f):
-    f = click.option("--data-dir", type=click.Path(file_okay=True, dir_okay=True),
-                     default=None, envvar="GPUNN_DATA",
-                     help="Where the dataset files are (default: $GPUNN_DATA, then "
-                          "~/.cache/gpunn, then download).")(f)
+    f = DATA_DIR_OPTION(f)
     f = click.option("--dataset", type=click.Choice(DATASETS), default="mnist",
-                     show_default=True, help="Which digits (or clothes) to learn.")(f)
+                     show_default=True, help="The images: MNIST's handwritten digits, or "
+                                             "Fashion-MNIST's clothes.")(f)
     return f
 
 
-def _load_data(dataset: str, data_dir):
+def _load_data(dataset: str, data_dir, quiet: bool = False):
     from gpunn.data import load_dataset
 
-    return load_dataset(dataset, data_dir=data_dir, download=True, progress=True)
+    return load_dataset(dataset, data_dir=data_dir, download=True,
+                        progress=not (quiet or quiet_requested()))
 
 
 def _list_presets() -> None:
@@ -198,7 +199,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
 
     be = be or select_backend(device)
     click.get_current_context().meta["gpunn.batch_size"] = config["batch_size"]
-    data = _load_data(dataset, data_dir)
+    data = _load_data(dataset, data_dir, quiet)
     training = data.train if not train_size else data.train.subset(train_size)
     if config.get("row") and presets.book_rows()[config["row"]].expanded:
         from gpunn.data.expand import expand_mnist
@@ -353,17 +354,22 @@ def _position(state, n: int) -> str:
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test",
-              show_default=True)
+              show_default=True, help="Which images: the 50,000 training, 10,000 validation "
+                                      "or 10,000 test images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Images per forward pass (memory grows with it).")
 @_data_options
 @DEVICE_OPTION
-def evaluate(model, split, dataset, data_dir, device):
-    """Accuracy of a saved network on a dataset split."""
+def evaluate(model, split, batch_size, dataset, data_dir, device):
+    """Accuracy of a saved network (or a checkpoint) on a dataset split."""
     import gpunn
+    from gpunn.train import evaluate as evaluate_on
 
     net = gpunn.load(model, backend=select_backend(device))
+    click.get_current_context().meta["gpunn.batch_size"] = batch_size
     data = _load_data(dataset, data_dir)
     part = getattr(data, split)
-    accuracy = net.accuracy(part)
+    accuracy = evaluate_on(net, part, batch_size=batch_size)["accuracy"]
     click.echo(f"{split} accuracy {accuracy:.2%} ({round(accuracy * len(part)):,}/"
                f"{len(part):,}) for {model}")
 

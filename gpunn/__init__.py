@@ -17,6 +17,8 @@ __all__ = [
     "__version__",
     "Network",
     "History",
+    "SGD",
+    "fit",
     "save",
     "load",
     "gradcheck",
@@ -25,7 +27,9 @@ __all__ = [
 
 _LAZY = {
     "Network": ("gpunn.network", "Network"),
-    "History": ("gpunn.network", "History"),
+    "History": ("gpunn.train", "History"),
+    "SGD": ("gpunn.optim", "SGD"),
+    "fit": ("gpunn.train", "fit"),
     "save": ("gpunn.io", "save"),
     "load": ("gpunn.io", "load"),
     "gradcheck": ("gpunn.gradcheck", "gradcheck"),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -109,9 +109,7 @@ class Schedule:
         return self.kind == "plateau" or self.early_stopping_n > 0
 
     def settings(self) -> dict:
-        return {"schedule": self.kind, "patience": self.patience, "factor": self.factor,
-                "floor": self.floor, "every": self.every,
-                "early_stopping_n": self.early_stopping_n}
+        return {"schedule": self.kind, **{k: v for k, v in asdict(self).items() if k != "kind"}}
 
     def after_epoch(self, run: _Run, epoch: int, accuracy) -> str | None:
         """Update ``run.eta`` and the bookkeeping; a stop reason, or None to go on."""
@@ -236,10 +234,7 @@ class ImageSource:
         return self._n
 
     def chunk_size(self, mini_batch_size: int) -> int:
-        if mini_batch_size != self.batch_size:
-            raise ConfigError(f"the image source reads batches of {self.batch_size}; the "
-                              f"mini-batch size is {mini_batch_size}")
-        return mini_batch_size
+        return self.batch_size  # one mini-batch of images at a time, as they are decoded
 
     def order(self, epoch: int, rng) -> np.ndarray:
         return self.prefetcher.order(epoch - 1)[:self._n]
@@ -662,9 +657,7 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
                 record.update(training_cost=cost_sum / max(run.done, 1),
                               training_accuracy=correct / max(run.done, 1))
             elif monitor_training_cost or monitor_training_accuracy:
-                figures = evaluate(net, source if isinstance(source, ArraySource) else
-                                   training_data, cost=monitor_training_cost,
-                                   optimizer=optimizer)
+                figures = evaluate(net, source, cost=monitor_training_cost, optimizer=optimizer)
                 record.update(_prefixed("training", figures, monitor_training_cost,
                                         monitor_training_accuracy))
             if evaluation is not None:

@@ -148,3 +148,27 @@ def test_kernels_import_nothing_above_them():
                     if name.split(".")[0] == "gpunn"
                     and not any(name == a or name.startswith(a + ".") for a in allowed)]
     assert not bad, f"kernels import above themselves: {bad}"
+
+
+@pytest.mark.parametrize("first, second", [("tanh", "sigmoid"), ("relu", "tanh")])
+def test_mixed_activation_stacks_train_like_pytorch(first, second):
+    """The measurement that found the bug: five full-batch steps against torch's autograd."""
+    torch = pytest.importorskip("torch")
+    fns = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
+    net = gpunn.Network([FullyConnected(12, 9, first), FullyConnected(9, 7, second),
+                         Softmax(7, 3)], cost="log-likelihood", seed=1, backend="cpu")
+    ws = [torch.tensor(p.copy(), requires_grad=True) for p in net.weights + net.biases]
+    X, y = _chunk(60)
+    for _ in range(5):
+        net.sgd((X, y), 1, 60, 0.5)
+        a = torch.tensor(X)
+        for i in range(3):
+            z = a @ ws[i].T + ws[3 + i]
+            a = z if i == 2 else fns[(first, second)[i]](z)
+        loss = torch.nn.functional.cross_entropy(a, torch.tensor(y))
+        grads = torch.autograd.grad(loss, ws)
+        with torch.no_grad():
+            for p, g in zip(ws, grads):
+                p -= 0.5 * g
+    for i, w in enumerate(net.weights):
+        assert_matches(f"w[{i}] vs torch", w, ws[i].detach().numpy(), rtol=1e-4, atol=1e-5)

@@ -322,7 +322,7 @@
     if (L.type === "FullyConnected" || L.type === "Softmax") {
       columns.push(neuronColumn(L.n_out, last ? "output" : `${L.n_out} ${L.activation}`, i, L));
     } else if (L.type === "ConvPool") {
-      const [C, H, W] = shapeBefore(i), K = L.kernel_size;
+      const [, H, W] = shapeBefore(i), K = L.kernel_size;
       columns.push(mapColumn([L.out_channels, H - K + 1, W - K + 1], `conv ${K}×${K}`, i, L,
                              "conv"));
       columns.push(mapColumn(L.output_shape, `pool ${L.pool}×${L.pool}`, i, L, "out"));
