@@ -126,13 +126,15 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
             m = members[0]
             result = {k: v for k, v in m.items() if k != "net"}
         result["seconds"] = time.perf_counter() - start
+        result["train_seconds"] = sum(m.get("train_seconds", 0.0) for m in members)
         results.append(result)
         extra = (f" (members' test accuracy: "
                  f"{', '.join(f'{a:.2%}' for a in result['members'])})"
                  if spec.ensemble > 1 else
                  f" (best validation {result['best']:.2%} at epoch {result['best_epoch']})")
-        click.echo(f"seed {seed}: {_figure_name(spec)} {result['figure']:.2%}{extra}  "
-                   f"{result['seconds']:.1f} s")
+        click.echo(f"seed {seed}: {_figure_name(spec)} {result['figure']:.2%}{extra}; "
+                   f"{result['seconds']:.1f} s ({result['train_seconds']:.1f} s training, the "
+                   f"rest evaluating)")
     median = statistics.median(r["figure"] for r in results)
     click.echo(f"{spec.name}: median {_figure_name(spec)} {median:.2%} over "
                f"{plural(len(results), 'seed')}; book {spec.book:.2f}%"

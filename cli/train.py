@@ -212,12 +212,11 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
         net, state = resumed
     if not quiet:
         click.echo(f"{net!r} on {be.device}; {len(training):,} training images "
-                   f"({data.source}); evaluating on {eval_on}", err=True)
+                   f"({data.source}); evaluating on {eval_on}")
         if state is not None:
             for line in skipped_checkpoint_notes(state):
                 click.echo(line, err=True)
-            click.echo(f"resuming {state['checkpoint_path']}: {_position(state, len(training))}",
-                       err=True)
+            click.echo(f"resuming {state['checkpoint_path']}: {_position(state, len(training))}")
     if track_layer_speed:
         from gpunn.demos.vanishing import layer_speeds
 

@@ -172,3 +172,33 @@ def test_mixed_activation_stacks_train_like_pytorch(first, second):
                 p -= 0.5 * g
     for i, w in enumerate(net.weights):
         assert_matches(f"w[{i}] vs torch", w, ws[i].detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cost, output", [("cross-entropy", "sigmoid"),
+                                          ("log-likelihood", "softmax")])
+def test_saturated_outputs_report_the_true_cost_without_warnings(cost, output):
+    """Outputs driven to exactly 0 and 1 in float32 (z = ±60): the cost the loop reports is
+    the true one, from the logits, with no warning and no false divergence."""
+    import warnings
+
+    last = Softmax(5, 3) if output == "softmax" else FullyConnected(5, 3, "sigmoid")
+    net = gpunn.Network([FullyConnected(4, 5, "sigmoid"), last], cost=cost, seed=0,
+                        backend="cpu")
+    net.layers[0].w[...], net.layers[0].b[...] = 0.0, 10.0   # hidden a = σ(10) ≈ 1
+    net.layers[1].w[...] = np.array([[12.0] * 5, [-12.0] * 5, [-12.0] * 5])  # z = ±60
+    net.layers[1].b[...] = 0.0
+    X, y = np.zeros((6, 4), np.float32), np.array([1, 1, 1, 0, 0, 2])
+    a = net.feedforward(X)
+    assert (a == 1).any() or (a == 0).any()  # really saturated, as float32 rounds
+    z = np.array([60.0, -60.0, -60.0])
+    Y = np.eye(3)[y]
+    if cost == "cross-entropy":  # Σ softplus(z) − y·z, per example, in float64
+        expect = (np.logaddexp(0, z) * np.ones_like(Y) - Y * z).sum(axis=1).mean()
+    else:  # logsumexp(z) − z_y
+        expect = (np.log(np.exp(z - z.max()).sum()) + z.max() - z[y]).mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = net.sgd((X, y), 1, 6, 1e-9, evaluation_data=(X, y),
+                          monitor_evaluation_cost=True)
+    assert history.stop_reason == "completed"
+    assert history[0]["evaluation_cost"] == pytest.approx(expect, rel=1e-3)

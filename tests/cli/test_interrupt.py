@@ -148,3 +148,17 @@ def test_bad_options_are_one_line_exit_2(args, message, tmp_path, monkeypatch):
     assert r.exit_code == 2, r.output
     assert r.output.count("\n") == 1 and message in r.output, r.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("eta", ["3.0", "0.5"])
+def test_an_overfitting_run_is_silent_with_warnings_as_errors(eta, data_dir):
+    """Chapter 3's overfitting picture, small: a long cross-entropy run on few images, with
+    every Python warning an error; it completes (exit 0) and stderr stays empty."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "gpunn.cli.main", "train", "--sizes", "784,30,10",
+         "--cost", "cross-entropy", "--train-size", "100", "--epochs", "150", "--eta", eta,
+         "--data-dir", str(data_dir), "--monitor-training"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert "test accuracy" in proc.stdout
