@@ -139,14 +139,14 @@ def main():
         acc_rows = []
         for preset, key, target in (("ch1", "test", 0.95), ("ch3-l2-100", "validation",
                                                              0.978)):
-            from gpunn.presets import PRESETS
+            from gpunn.presets import describe
 
             res = accuracy_runs(data, preset, key, [1, 2, 3], args.device)
             med = statistics.median(r["final"] for r in res)
             each = ", ".join(f"seed {r['seed']}: {r['final']:.2%} (best {r['best']:.2%} at "
                              f"epoch {r['best_epoch']})" for r in res)
             secs = statistics.median(r["seconds"] for r in res)
-            acc_rows.append([preset, PRESETS[preset]["book"], each, f"{med:.2%} {key}",
+            acc_rows.append([preset, describe(preset)[1], each, f"{med:.2%} {key}",
                              f"≥ {target:.1%}: {'met' if med >= target else 'NOT met'}",
                              f"{secs:.0f}"])
             print(acc_rows[-1], flush=True)

@@ -45,16 +45,10 @@ def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_d
     from gpunn.ensemble import Ensemble
 
     preset = preset or "ch3-l2"
-    if preset in book.ROWS:
-        row = book.get(preset)
-    elif preset in presets.PRESETS:
-        c = presets.get(preset)
-        row = book.Row(preset, 3, presets.PRESETS[preset]["summary"], float("nan"), "test",
-                       c["epochs"], c["eta"], c["batch_size"], c["lmbda"], c["cost"],
-                       sizes=tuple(c["sizes"]), init=c["init"])
-    else:
+    row = {**book.ROWS, **presets.rows()}.get(preset)
+    if row is None:
         raise UserError(f"unknown preset {preset!r}; choose one of "
-                        f"{', '.join(list(presets.PRESETS) + list(book.ROWS))}")
+                        f"{', '.join(presets.names())} or ch6-ensemble")
     from gpunn.cli.reproduce import _run_member, resolve_resume
 
     checkpoint_dir = resolve_resume(resume, checkpoint_dir, f"ensemble-{preset}")

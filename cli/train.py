@@ -201,7 +201,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
     click.get_current_context().meta["gpunn.batch_size"] = config["batch_size"]
     data = _load_data(dataset, data_dir, quiet)
     training = data.train if not train_size else data.train.subset(train_size)
-    if config.get("row") and presets.book_rows()[config["row"]].expanded:
+    if config.get("row") and presets.rows()[config["row"]].expanded:
         from gpunn.data.expand import expand_mnist
 
         training = expand_mnist(training)

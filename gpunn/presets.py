@@ -1,15 +1,17 @@
 """The book's runs, by name: the settings behind each figure a reader wants to reproduce.
 
-Each preset is a dict of ``gpunn train`` settings; options given on the command line
-override it. ``book`` is the result the book reports for the run and where. The book's
-chapter-5 and chapter-6 rows (:mod:`gpunn.book`) are presets too, conv nets included.
+A preset is a row of :mod:`gpunn.book` that is one network (chapters 1, 3, 5 and 6, conv
+nets included; the ensemble is ``gpunn ensemble``), plus two runs the book shows without a
+figure of its own: chapter 3's better weight initialisation and 3Blue1Brown's network.
+:func:`get` gives a row as ``gpunn train`` settings; options given on the command line
+override them.
 """
 
 from __future__ import annotations
 
 from gpunn.errors import ConfigError
 
-__all__ = ["PRESETS", "DEFAULTS", "get", "names", "describe", "book_rows"]
+__all__ = ["DEFAULTS", "rows", "get", "names", "describe"]
 
 # The defaults of `gpunn train` are chapter 1's run.
 DEFAULTS = {
@@ -28,86 +30,58 @@ DEFAULTS = {
     "schedule": 0,
 }
 
-PRESETS = {
-    "ch1": {
-        "summary": "chapter 1: 784-30-10 sigmoid, quadratic cost, eta 3.0",
-        "book": "95.42% test (best of 3 runs)",
-        "settings": {},
-    },
-    "ch1-100": {
-        "summary": "chapter 1: 784-100-10 sigmoid, quadratic cost, eta 3.0",
-        "book": "96.59% test",
-        "settings": {"sizes": [784, 100, 10]},
-    },
-    "ch3-xent": {
-        "summary": "chapter 3: 784-30-10, cross-entropy cost, eta 0.5",
-        "book": "95.49% test",
-        "settings": {"cost": "cross-entropy", "eta": 0.5},
-    },
-    "ch3-l2": {
-        "summary": "chapter 3: 784-30-10, cross-entropy, L2 lambda 5.0, eta 0.5",
-        "book": "96.49% test",
-        "settings": {"cost": "cross-entropy", "eta": 0.5, "lmbda": 5.0},
-    },
-    "ch3-l2-100": {
-        "summary": "chapter 3: 784-100-10, cross-entropy, L2 lambda 5.0, eta 0.5",
-        "book": "97.92% validation",
-        "settings": {"sizes": [784, 100, 10], "cost": "cross-entropy", "eta": 0.5,
-                     "lmbda": 5.0},
-    },
-    "ch3-init": {
-        "summary": "chapter 3: ch3-l2-100 with weights N(0, 1/n_in)",
-        "book": "learns faster than ch3-l2-100; about the same final accuracy",
-        "settings": {"sizes": [784, 100, 10], "cost": "cross-entropy", "eta": 0.5,
-                     "lmbda": 5.0, "init": "default"},
-    },
-    "3b1b": {
-        "summary": "3Blue1Brown's network: 784-16-16-10 sigmoid, 13,002 parameters",
-        "book": "about 96% test (3Blue1Brown, part 2)",
-        "settings": {"sizes": [784, 16, 16, 10]},
-    },
-}
 
+def rows() -> dict:
+    """Every preset as a :class:`gpunn.book.Row`, in the book's order."""
+    from gpunn.book import ROWS, Row
 
-def _row_preset(row) -> dict:
-    """A chapter-5 or chapter-6 row of :mod:`gpunn.book` as ``gpunn train`` settings.
-
-    A convolutional row has ``"row"`` set and ``"sizes"`` None: it is built by
-    :func:`gpunn.book.build`; a fully connected one has its sizes."""
-    return {**DEFAULTS, "sizes": list(row.sizes) or None, "cost": row.cost, "eta": row.eta,
-            "batch_size": row.mini_batch_size, "epochs": row.epochs, "lmbda": row.lmbda,
-            "init": row.init, "activation": row.activation if not row.sizes else "sigmoid",
-            "dropout": row.dropout if not row.sizes else 0.0,
-            "row": None if row.sizes else row.name}
-
-
-def book_rows() -> dict:
-    """The rows of :mod:`gpunn.book` that ``gpunn train`` runs as presets (one network each:
-    chapters 5 and 6; the ensemble is ``gpunn ensemble``)."""
-    from gpunn.book import ROWS
-
-    return {name: row for name, row in ROWS.items()
-            if name not in PRESETS and row.ensemble == 1}
+    nan = float("nan")
+    extra = {
+        "ch3-init": Row("ch3-init", 3, "ch3-l2-100 with weights N(0, 1/n_in)", nan,
+                        "validation", 30, 0.5, lmbda=5.0, cost="cross-entropy",
+                        sizes=(784, 100, 10), init="default",
+                        notes="learns faster than ch3-l2-100; about the same final accuracy"),
+        "3b1b": Row("3b1b", 0, "3Blue1Brown's network: 784-16-16-10 sigmoid, 13,002 "
+                    "parameters", nan, "test", 30, 3.0, sizes=(784, 16, 16, 10), init="large",
+                    notes="about 96% test (3Blue1Brown, part 2)"),
+    }
+    out = {}
+    for name, row in ROWS.items():
+        if row.ensemble == 1:
+            out[name] = row
+        if name == "ch3-l2-100":
+            out["ch3-init"] = extra["ch3-init"]
+    out["3b1b"] = extra["3b1b"]
+    return out
 
 
 def names() -> list[str]:
-    return list(PRESETS) + list(book_rows())
+    return list(rows())
 
 
 def describe(name: str) -> tuple[str, str]:
     """(summary, the book's figure) of preset ``name``, for ``--list-presets``."""
-    if name in PRESETS:
-        return PRESETS[name]["summary"], PRESETS[name]["book"]
-    row = book_rows()[name]
-    return f"chapter {row.chapter}: {row.title}", f"{row.book:.2f}% {row.split}"
+    row = _row(name)
+    where = f"chapter {row.chapter}: " if row.chapter else ""
+    book = row.notes if row.book != row.book else f"{row.book:.2f}% {row.split}"
+    return where + row.title, book
 
 
 def get(name: str) -> dict:
-    """The settings of preset ``name`` merged over the defaults."""
-    if name in PRESETS:
-        return {**DEFAULTS, **PRESETS[name]["settings"]}
-    rows = book_rows()
-    if name in rows:
-        return _row_preset(rows[name])
-    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(names())} "
-                      f"(see `gpunn train --list-presets`)")
+    """The ``gpunn train`` settings of preset ``name``: a convolutional row has ``"row"``
+    set and ``"sizes"`` None (it is built by :func:`gpunn.book.build`)."""
+    row = _row(name)
+    conv = not row.sizes
+    return {**DEFAULTS, "sizes": None if conv else list(row.sizes), "cost": row.cost,
+            "eta": row.eta, "batch_size": row.mini_batch_size, "epochs": row.epochs,
+            "lmbda": row.lmbda, "init": row.init,
+            "activation": row.activation if conv else "sigmoid",
+            "dropout": row.dropout if conv else 0.0, "row": row.name if conv else None}
+
+
+def _row(name: str):
+    try:
+        return rows()[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(names())} "
+                          f"(see `gpunn train --list-presets`)") from None

@@ -24,8 +24,7 @@ book's step, updated in place::
 
 from __future__ import annotations
 
-import numpy as np
-
+from gpunn import activations
 from gpunn.backend import array_module
 from gpunn.errors import ConfigError
 
@@ -51,31 +50,6 @@ def check_stack(weights, biases, activations, cost) -> None:
         raise ConfigError(f"dense_sgd trains hidden layers of {', '.join(HIDDEN)} and the "
                           f"outputs {sorted(OUTPUTS)}; received activations {list(activations)} "
                           f"with cost {cost!r}")
-
-
-def activate(name, z, xp):
-    if name == "sigmoid":
-        with np.errstate(over="ignore"):  # e^-z is inf for z < -88 (float32): σ = 0, right
-            return 1 / (1 + xp.exp(-z))
-    if name == "tanh":
-        return xp.tanh(z)
-    if name == "relu":
-        return xp.maximum(z, 0)
-    if name == "softmax":
-        e = xp.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    return z
-
-
-def prime(name, a):
-    """σ'(z) from a = σ(z); for relu z > 0 exactly when a > 0."""
-    if name == "sigmoid":
-        return a * (1 - a)
-    if name == "tanh":
-        return 1 - a * a
-    if name == "relu":
-        return (a > 0).astype(a.dtype)
-    return 1
 
 
 class _State:
@@ -112,17 +86,19 @@ class DenseSGDReference:
     def _step(s, X, Y, eta, lmbda, l1, n, momentum) -> None:
         xp = array_module(X)
         m = X.shape[0]
-        acts = [X]
-        for w, b, name in zip(s.weights, s.biases, s.activations):
-            acts.append(activate(name, acts[-1] @ w.T + b, xp))
+        sigma = [activations.get(name) for name in s.activations]
+        acts, zs = [X], [None]
+        for w, b, f in zip(s.weights, s.biases, sigma):
+            zs.append(acts[-1] @ w.T + b)
+            acts.append(f.fn(zs[-1]))
         delta = acts[-1] - Y  # BP1; σ'(z) cancels for cross-entropy and log-likelihood
         if s.cost == "quadratic":
-            delta = delta * prime(s.activations[-1], acts[-1])
+            delta = delta * sigma[-1].prime(zs[-1], acts[-1])
         for l in range(len(s.weights) - 1, -1, -1):
             w, b = s.weights[l], s.biases[l]
             nabla_w, nabla_b = delta.T @ acts[l] / m, delta.sum(axis=0) / m
             if l > 0:  # BP2 with the weights before their update
-                delta = (delta @ w) * prime(s.activations[l - 1], acts[l])
+                delta = (delta @ w) * sigma[l - 1].prime(zs[l], acts[l])
             reg = (lmbda / n) * w if lmbda else 0
             if l1:
                 reg = reg + (l1 / n) * xp.sign(w)

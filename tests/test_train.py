@@ -134,16 +134,21 @@ def test_schedules(schedule, accuracies, etas, stop):
 
 def test_kernels_import_nothing_above_them():
     """kernels/ holds ops on arrays: no layer, network, loop or optimiser (nor anything else
-    of gpunn but its errors and backend)."""
-    allowed = ("gpunn.kernels", "gpunn.errors", "gpunn.backend")
+    of gpunn but its errors, its backend and the elementwise activations, ops themselves)."""
+    allowed = ("gpunn.kernels", "gpunn.errors", "gpunn.backend", "gpunn.activations")
     root = Path(gpunn.__file__).resolve().parent.parent / "kernels"
     assert root.is_dir(), root
     bad = []
     for path in sorted(root.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
-                     else [])
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                # `from gpunn import layers` imports gpunn.layers
+                names = ([f"gpunn.{a.name}" for a in node.names] if node.module == "gpunn"
+                         else [node.module])
+            else:
+                names = []
             bad += [f"{path.name}: {name}" for name in names
                     if name.split(".")[0] == "gpunn"
                     and not any(name == a or name.startswith(a + ".") for a in allowed)]
