@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import click
 
-from gpunn.cli.main import UserError
+from gpunn.cli.main import DATA_DIR_OPTION, UserError, check_writable, quiet_requested
 
 DEFAULT_CACHE = "serve/3b1b-784-16-16-10.npz"  # under gpunn.data.cache_dir()
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 _model_argument = click.argument("model", required=False, type=click.Path(dir_okay=False))
-_data_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False), default=None,
-    help="Where MNIST is (DIR/mnist/ or DIR), for training the default network and for the "
-         "page's test images. Default: $GPUNN_DATA or the cache (downloaded there when "
-         "missing, for the default network).")
 
 
 def _page_bundle(model, data_dir):
@@ -28,14 +23,15 @@ def _page_bundle(model, data_dir):
     from gpunn.data import cache_dir, load_dataset
     from gpunn.errors import DataError
 
+    quiet = quiet_requested()
     if model is None:
         cache = cache_dir() / DEFAULT_CACHE
-        if not cache.is_file():
+        if not cache.is_file() and not quiet:
             click.echo(f"training 3Blue1Brown's 784-16-16-10 network once (30 epochs, about "
                        f"95%, seconds); it is kept in {cache}", err=True)
 
         def on_epoch(record):
-            if record.get("epoch", 0) % 5:
+            if quiet or record.get("epoch", 0) % 5:
                 return
             accuracy = record.get("evaluation_accuracy")
             line = f"  epoch {record.get('epoch')}"
@@ -43,7 +39,7 @@ def _page_bundle(model, data_dir):
                        err=True)
 
         net, _ = web.default_model(cache, lambda: load_dataset("mnist", data_dir,
-                                                               progress=True),
+                                                               progress=not quiet),
                                    on_epoch=on_epoch)
         name = "3Blue1Brown's 784-16-16-10"
     else:
@@ -69,7 +65,7 @@ def _page_bundle(model, data_dir):
               help="The port to listen on. Default: a free one (printed).")
 @click.option("--open", "open_browser", is_flag=True,
               help="Open the page in the default web browser.")
-@_data_option
+@DATA_DIR_OPTION
 def serve(model, host, port, open_browser, data_dir):
     """A page where you draw a digit and watch every layer of MODEL (a file from gpunn
     train --save) think: the input the network sees, each layer's activations, the ten
@@ -104,13 +100,14 @@ def serve(model, host, port, open_browser, data_dir):
 @click.option("-o", "--output", "directory", type=click.Path(file_okay=False), required=True,
               metavar="DIR",
               help="The folder to write index.html to (created if missing).")
-@_data_option
+@DATA_DIR_OPTION
 def export_web(model, directory, data_dir):
     """Write the page of `gpunn serve` for MODEL as one static file, DIR/index.html, with the
     weights and a sample of MNIST test images inside: it works from file:// and from any
     static web host, with no gpunn behind it. Without MODEL: the default 3b1b network."""
     from gpunn import web
 
+    check_writable(directory, "-o", directory=True)  # before any training or loading
     _, bundle = _page_bundle(model, data_dir)
     try:
         path = web.export_web(bundle, directory)

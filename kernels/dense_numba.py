@@ -225,9 +225,10 @@ def _sgd_chunk(X, Y, weights, biases, vel_w, vel_b, acts, deltas, mini_batch_siz
                 below, a = deltas[li - 1], acts[li - 1]
                 _sgemm(_ROW_MAJOR, _TRANS, _NO_TRANS, n_in, m, n_out, np.float32(1.0),
                        _ptr(w), n_in, _ptr(deltas[li]), m, np.float32(0.0), _ptr(below), m)
+                code = codes[li - 1]  # a local: read once, so the loop can be unswitched
                 for j in range(n_in):
                     for i in range(m):
-                        below[j * m + i] *= _prime(codes[li - 1], a[i * n_in + j])
+                        below[j * m + i] *= _prime(code, a[i * n_in + j])
             _update(w, biases[li], vel_w[li], vel_b[li], deltas[li],
                     x if li == 0 else _ptr(acts[li - 1]), m, eta, lmbda, l1, n, momentum)
 

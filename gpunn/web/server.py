@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -75,6 +76,12 @@ class PageServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return  # the browser closed the tab or the connection mid-request: no one to answer
+        logging.getLogger(__name__).exception("a request from %s failed", client_address[0])
 
     @property
     def url(self) -> str:

@@ -217,3 +217,15 @@ def test_a_failing_forward_pass_answers_500_and_the_server_keeps_serving(fc_net,
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_client_that_resets_mid_request_leaves_no_traceback(server, capfd):
+    import struct
+
+    host, port = server.server_address[:2]
+    s = socket.create_connection((host, port), timeout=10)
+    s.sendall(b"POST /api/forward HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n{\"pix")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST: the server's read fails with ConnectionResetError
+    assert request(server, "GET", "/api/model")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
