@@ -50,7 +50,8 @@ def demo():
               help="SGD steps (mini-batches of 100 fresh x) for the trained network; 0: skip.")
 @click.option("--eta", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Learning rate of the trained network (momentum 0.9).")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seeds the trained network's initial weights and its sample points.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw f, the constructions and the trained fit to this PNG.")
 def approx(bumps, hidden, steps, eta, seed, plot_path):
@@ -111,8 +112,9 @@ def approx(bumps, hidden, steps, eta, seed, plot_path):
               help="Also train (the book: 500 epochs, one mini-batch of all images, η = 0.1, "
                    "λ = 5) and track the speeds.")
 @click.option("--eta", type=click.FloatRange(min=0, min_open=True), default=0.1,
-              show_default=True)
-@click.option("--lmbda", type=click.FloatRange(min=0), default=5.0, show_default=True)
+              show_default=True, help="Learning rate η of the --epochs training (the book: 0.1).")
+@click.option("--lmbda", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="L2 regularisation λ of that training, as the book's run.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the speeds (at initialisation, or per epoch with --epochs) to this PNG.")
 @DATA_DIR_OPTION

@@ -373,8 +373,10 @@ def make_toy(directory, classes, per_class, val_per_class, seed, overwrite):
 
 
 @imagenet.command()
-@click.option("--arch", type=click.Choice(ARCHS), default="alexnet", show_default=True)
-@click.option("--classes", type=click.IntRange(min=2), default=1000, show_default=True)
+@click.option("--arch", type=click.Choice(ARCHS), default="alexnet", show_default=True,
+              help="alexnet (224x224 input, KSH 2012) or alexnet-small (64x64).")
+@click.option("--classes", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Outputs of the last layer (ImageNet: 1,000).")
 @click.option("--lrn", is_flag=True, help="With local response normalisation layers.")
 def summary(arch, classes, lrn):
     """Layers, output shapes and parameter counts of an architecture (nothing allocated)."""

@@ -86,3 +86,14 @@ def test_a_bad_value_is_one_line_and_exit_2(path, option, what, value):
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     assert len(stderr) == 1 and stderr[0].startswith("gpunn: error:"), result.stderr
     assert "Traceback" not in result.output, result.output
+
+
+def test_every_option_and_command_explains_itself():
+    """`--help` says what every option does: no option without help text, no command without
+    a description."""
+    missing = [f"{' '.join(path)} {param.opts[0]}" for path, command in _commands()
+               for param in command.params
+               if isinstance(param, click.Option) and not (param.help or "").strip()]
+    assert not missing, f"options without help: {missing}"
+    bare = [" ".join(path) for path, command in _commands() if not (command.help or "").strip()]
+    assert not bare, f"commands without a description: {bare}"
