@@ -1,4 +1,5 @@
-"""``gpunn info``: versions, the BLAS, and which backend ``auto`` would pick and why."""
+"""``gpunn info``: versions, the BLAS, which backend ``auto`` would pick and why, and the
+CUDA checks (import, device, cuBLAS, NVRTC) it passed or the first it failed."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from gpunn.cli.main import DEVICE_OPTION, select_backend
 def _version(module_name: str) -> str:
     try:
         module = __import__(module_name)
-    except ImportError:
-        return "not installed"
     except Exception as exc:  # a broken install should still let `gpunn info` report
-        return f"broken ({type(exc).__name__}: {exc})"
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
+            return "not installed"
+        exc = exc.__cause__ or exc  # CuPy wraps the loader's error in a banner of advice
+        first = next((line.strip() for line in str(exc).splitlines()
+                      if line.strip().strip("=")), "")
+        return f"installed but broken ({type(exc).__name__}: {first})"
     return getattr(module, "__version__", "unknown")
 
 
@@ -48,6 +52,9 @@ def info(device: str):
     be = select_backend(device)
     rows.append(("backend", f"{be.name} on {be.device}"))
     rows.append(("why", be.reason))
+    if be.checks:  # what select() tried before choosing: the first failure is the cause
+        rows.append(("CUDA checks", ", ".join(f"{check} {status}"
+                                              for check, status in be.checks)))
     if be.name == "cupy":
         mem = be.memory_info()
         rows.append(("GPU memory", f"{mem['free'] / 2**30:.1f} GiB free of "

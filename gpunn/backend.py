@@ -45,20 +45,32 @@ log = logging.getLogger(__name__)
 _LOGGED: set[str] = set()
 
 ENV_VAR = "GPUNN_DEVICE"
-INSTALL_HINT = "install gpunn[cuda12] (or gpunn[cuda13]) on a machine with an NVIDIA GPU"
+# The extras install CuPy with the CUDA libraries and headers it needs beyond the driver
+# (cupy-cuda12x[ctk]: NVRTC, cuBLAS, the runtime headers CuPy 14 compiles RawModules with).
+INSTALL_HINT = ("install gpunn[cuda12] or gpunn[cuda13] (CuPy with the CUDA libraries, "
+                "cupy-cuda12x[ctk] / cupy-cuda13x[ctk]) on a machine with an NVIDIA GPU")
 DRIVER_HINT = ("CuPy is installed but this machine offers it no usable NVIDIA GPU: check the "
                "driver and the device (nvidia-smi)")
+LIBRARY_HINT = ("CuPy is installed but cannot load the CUDA libraries or headers it needs: "
+                "reinstall it as gpunn[cuda12] or gpunn[cuda13] (cupy-cuda12x[ctk] / "
+                "cupy-cuda13x[ctk])")
+# What select() tries, in order, before it chooses CuPy; ``gpunn info`` shows each.
+CHECKS = ("import", "device", "cuBLAS", "NVRTC")
+_HINTS = {"import": LIBRARY_HINT, "device": DRIVER_HINT, "cuBLAS": LIBRARY_HINT,
+          "NVRTC": LIBRARY_HINT}
 
 
 class BackendUnavailable(GpunnError, RuntimeError):
     """The device that was asked for cannot be used; the message names the cause and the fix.
 
-    ``device`` is the device asked for ("cuda:0"), ``cause`` what CuPy reported and ``hint``
-    what to do about it; :meth:`for_option` words the message for a command-line option.
+    ``device`` is the device asked for ("cuda:0"), ``cause`` what CuPy reported, ``hint``
+    what to do about it and ``check`` which of :data:`CHECKS` failed ("import", "device",
+    "cuBLAS", "NVRTC"); :meth:`for_option` words the message for a command-line option.
     """
 
-    def __init__(self, cause: str, device: str | None = None, hint: str = ""):
-        self.cause, self.device, self.hint = cause, device, hint
+    def __init__(self, cause: str, device: str | None = None, hint: str = "",
+                 check: str | None = None):
+        self.cause, self.device, self.hint, self.check = cause, device, hint, check
         super().__init__(self._words(f"select({device!r})", "select('cpu')")
                          if device else cause)
 
@@ -101,6 +113,21 @@ class HostRNG:
     def random(self, size=None, dtype=np.float32):
         return self._backend.asarray(self.generator.random(size), dtype=dtype)
 
+    def device_random(self, size, dtype=np.float32):
+        """Uniform [0, 1) draws made on the device (dropout masks): no host draw, no copy.
+
+        On the CPU the host is the device: exactly :meth:`random`'s numbers, so runs and
+        resumes stay bit-identical. On CuPy, a Philox generator seeded by one draw of this
+        host generator makes them: a resume is exact there too (the seed comes from the
+        saved state), but the GPU's masks are not the CPU's for the same seed.
+        """
+        if self._backend.name != "cupy":
+            return self.random(size, dtype)
+        cupy = self._backend.xp
+        seed = int(self.generator.integers(2**63))
+        philox = cupy.cuda.curand.CURAND_RNG_PSEUDO_PHILOX4_32_10  # cheap to seed per call
+        return cupy.random.RandomState(seed, method=philox).random_sample(size, dtype=dtype)
+
     def permutation(self, n: int) -> np.ndarray:
         """A host permutation of ``range(n)`` (indices stay on the host for slicing data)."""
         return self.generator.permutation(n)
@@ -121,13 +148,16 @@ class Backend:
     """An array module and the device it runs on.
 
     Attributes: ``name`` ("numpy" or "cupy"), ``xp`` (the module), ``device`` ("cpu" or
-    "cuda:N"), ``reason`` (why this backend was chosen, for ``gpunn info`` and logs).
+    "cuda:N"), ``reason`` (why this backend was chosen, for ``gpunn info`` and logs),
+    ``checks`` (each of :data:`CHECKS` tried on the way with "ok", "failed" or "not tried";
+    empty when CuPy was not tried).
     """
 
     name: str
     xp: Any
     device: str
     reason: str = ""
+    checks: tuple = ()
     _kernels: dict = field(default_factory=dict, repr=False)
 
     # -- transfers -------------------------------------------------------------------------
@@ -219,8 +249,11 @@ def select(device: str | None = "auto") -> Backend:
     """Choose the backend for ``device``: "auto", "cpu", "cuda" or "cuda:N".
 
     ``None`` or "auto" read ``$GPUNN_DEVICE`` first. "auto" gives CuPy only when it imports,
-    reports a device and a small allocation on it works; otherwise NumPy, with the reason in
+    reports a device, and a small allocation, a matmul (cuBLAS) and a compiled RawKernel
+    (NVRTC and the CUDA headers) work on it; otherwise NumPy, with the reason in
     ``backend.reason``. "cuda"/"cuda:N" raise :class:`BackendUnavailable` when that fails.
+    "auto" and "cuda" take CuPy's current device (``cupy.cuda.Device(1).use()`` stays in
+    force); "cuda:N" makes GPU N current.
     """
     spec = (device or "auto").strip().lower()
     if spec == "auto":
@@ -229,15 +262,15 @@ def select(device: str | None = "auto") -> Backend:
         return _numpy_backend("asked for --device cpu")
     if spec == "auto":
         try:
-            return _cupy_backend(0)
+            return _cupy_backend(None)
         except BackendUnavailable as exc:
             reason = f"NumPy on the CPU: {exc.args[0]}"
             if reason not in _LOGGED:  # once per reason, not on every select()
                 _LOGGED.add(reason)
                 log.info("gpunn backend: %s", reason)
-            return _numpy_backend(reason)
+            return _numpy_backend(reason, _check_rows(exc.check) if exc.check else ())
     if spec == "cuda" or spec.startswith("cuda:"):
-        index = 0
+        index = None
         if spec.startswith("cuda:"):
             text = spec[5:]
             if not text.isdigit():
@@ -249,51 +282,108 @@ def select(device: str | None = "auto") -> Backend:
         try:
             return _cupy_backend(index)
         except BackendUnavailable as exc:
-            raise BackendUnavailable(exc.cause, spec, exc.hint) from exc
+            raise BackendUnavailable(exc.cause, spec, exc.hint, exc.check) from exc
     raise ValueError(f"device must be auto, cpu, cuda or cuda:N; received {device!r}")
 
 
-def _numpy_backend(reason: str) -> Backend:
-    return Backend(name="numpy", xp=np, device="cpu", reason=reason)
+def _numpy_backend(reason: str, checks: tuple = ()) -> Backend:
+    return Backend(name="numpy", xp=np, device="cpu", reason=reason, checks=checks)
+
+
+def _check_rows(failed: str | None = None) -> tuple:
+    """((check, "ok" | "failed" | "not tried"), ...) for :data:`CHECKS`; None: all passed."""
+    at = len(CHECKS) if failed is None else CHECKS.index(failed)
+    return tuple((c, "ok" if i < at else "failed" if i == at else "not tried")
+                 for i, c in enumerate(CHECKS))
 
 
 def _import_cupy():
-    """Import CuPy, or raise BackendUnavailable naming why. Separate so tests can replace it."""
+    """Import CuPy, or raise BackendUnavailable naming why. Separate so tests can replace it.
+
+    "not installed" only when the module ``cupy`` itself is missing; any other failure (a
+    CUDA library that does not load, a wheel for another CUDA) passes CuPy's own diagnosis
+    through, on one line.
+    """
     try:
         import cupy
-    except ImportError as exc:
-        raise BackendUnavailable("CuPy is not installed", hint=INSTALL_HINT) from exc
+    except ModuleNotFoundError as exc:
+        if exc.name == "cupy":
+            raise BackendUnavailable("CuPy is not installed", hint=INSTALL_HINT,
+                                     check="import") from exc
+        raise BackendUnavailable(f"CuPy failed to import: {_diagnosis(exc)}",
+                                 hint=LIBRARY_HINT, check="import") from exc
     except Exception as exc:  # a broken CuPy install raises all sorts at import
-        raise BackendUnavailable(f"CuPy failed to import: {exc}",
-                                 hint=f"reinstall CuPy: {INSTALL_HINT}") from exc
+        raise BackendUnavailable(f"CuPy failed to import: {_diagnosis(exc)}",
+                                 hint=LIBRARY_HINT, check="import") from exc
     return cupy
 
 
-def _cupy_backend(index: int) -> Backend:
+def _diagnosis(exc: BaseException) -> str:
+    """One line saying why: CuPy's "Original error" (its ImportError wraps the loader's
+    message in a banner of advice), else the exception's own first line."""
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        return _first_line(cause)
+    lines = [line.strip() for line in str(exc).splitlines()]
+    if "Original error:" in lines:
+        rest = [line for line in lines[lines.index("Original error:") + 1:]
+                if line and set(line) != {"="}]
+        if rest:
+            return rest[0]
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and set(line.strip()) != {"="}]
+    text = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cupy_backend(index: int | None) -> Backend:
+    """CuPy on GPU ``index`` (None: CuPy's current device), once every check has passed."""
     cupy = _import_cupy()
+    check = "device"
     try:
         # Not cupy.is_available(): it hides the driver's reason (no driver, no device, a
         # driver too old), which is what the user needs to read.
         count = cupy.cuda.runtime.getDeviceCount()
         if count == 0:
-            raise BackendUnavailable("CuPy found no CUDA device", hint=DRIVER_HINT)
+            raise BackendUnavailable("CuPy found no CUDA device", hint=DRIVER_HINT, check=check)
+        if index is None:
+            index = int(cupy.cuda.runtime.getDevice())
         if index >= count:
             raise BackendUnavailable(f"GPU {index} does not exist; this machine has {count}",
-                                     hint=f"choose cuda:0 to cuda:{count - 1}")
+                                     hint=f"choose cuda:0 to cuda:{count - 1}", check=check)
         with cupy.cuda.Device(index):
             # With CuPy installed but no driver, import succeeds and the first allocation
-            # raises CUDARuntimeError: make that happen here, not in the first layer.
-            probe = cupy.arange(4, dtype=cupy.float32)
-            float(probe.sum())
-        cupy.cuda.Device(index).use()
+            # raises CUDARuntimeError; without libcublas the first matmul does, and without
+            # NVRTC or the CUDA headers the first kernel compile: make each happen here, not
+            # in the first layer. Each step needs one more piece and none before NVRTC's
+            # compiles a kernel (CuPy compiles even arange and sum), so the failure names
+            # the piece that is missing. The driver: a copy there and back.
+            probe = cupy.asarray(np.arange(4, dtype=np.float32).reshape(2, 2))
+            probe.get()
+            check = "cuBLAS"
+            (probe @ probe).get()
+            check = "NVRTC"
+            from gpunn.kernels.cuda_sources import PROBE
+
+            cupy.RawKernel(PROBE, "gpunn_probe")((1,), (4,), (probe,))
+            probe.get()
+        check = "device"
+        if int(cupy.cuda.runtime.getDevice()) != index:
+            cupy.cuda.Device(index).use()
         props = cupy.cuda.runtime.getDeviceProperties(index)
         gpu = props.get("name", b"GPU")
         gpu = gpu.decode() if isinstance(gpu, bytes) else str(gpu)
     except BackendUnavailable:
         raise
     except Exception as exc:  # CUDARuntimeError, CUDADriverError, ... carry the driver's words
-        raise BackendUnavailable(f"{type(exc).__name__}: {exc}", hint=DRIVER_HINT) from exc
-    return Backend(name="cupy", xp=cupy, device=f"cuda:{index}", reason=f"CuPy on {gpu}")
+        cause = _first_line(exc) if check == "device" else f"{check} failed: {_first_line(exc)}"
+        raise BackendUnavailable(cause, hint=_HINTS[check], check=check) from exc
+    return Backend(name="cupy", xp=cupy, device=f"cuda:{index}", reason=f"CuPy on {gpu}",
+                   checks=_check_rows())
 
 
 def _refuse_foreign(a, where: str) -> None:

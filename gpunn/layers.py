@@ -127,7 +127,7 @@ class FullyConnected(Layer):
         if self.dropout:
             keep = 1.0 - self.dropout
             if train:
-                mask = rng.random(x.shape, dtype=x.dtype) < keep
+                mask = rng.device_random(x.shape, dtype=x.dtype) < keep  # drawn on the GPU
                 scale = 1.0 / keep if self.dropout_mode == "inverted" else 1.0
                 self._mask = mask * x.dtype.type(scale)
                 x = x * self._mask

@@ -190,12 +190,14 @@ class Network:
 
     _targets = targets
 
-    def train_batch(self, X, y, want_cost: bool = False):
+    def train_batch(self, X, y, want_cost: bool = False, label_flag=None):
         """Forward then backward over one mini-batch: every layer's gradients (``nabla_w``,
         ``nabla_b``) become those of the mean cost. ``X`` (m, ...) on the device, ``y``
         labels (m,) or one-hot targets (m, n_out). Returns ``(outputs, cost)``: the output
-        activations (m, n_out) and, with ``want_cost``, the mean cost of the batch (a float)
-        before any update; else None."""
+        activations (m, n_out) and, with ``want_cost``, the mean cost of the batch before
+        any update (for a softmax output a 0-d array on the device, read when wanted; else
+        a float); else None. ``label_flag`` (``gpunn.kernels.checks.label_flag``): where the
+        GPU softmax records a label out of range instead of waiting to check it."""
         m = X.shape[0]
         a = X
         for layer in self.layers[:-1]:
@@ -207,7 +209,7 @@ class Network:
             labels = self.xp.asarray(y)
             labels = labels if labels.ndim == 1 else labels.argmax(axis=1)
             z = out.forward(a, True, self.rng, activate=False)
-            cost, a = sxe.forward(z, labels)
+            cost, a = sxe.forward(z, labels, label_flag)
             delta = sxe.backward(a, labels, scale=1.0)
         else:
             Y = self.targets(y)

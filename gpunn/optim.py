@@ -54,6 +54,16 @@ class SGD:
         self.n = n
         self.velocities = None
 
+    @property
+    def eta(self) -> float:
+        return self._eta
+
+    @eta.setter
+    def eta(self, value) -> None:
+        # a Python float however it is set (schedules, callbacks): under NEP 50 a NumPy
+        # float64 times float32 gradients makes float64 temporaries of every parameter
+        self._eta = float(value)
+
     def __repr__(self) -> str:
         return (f"SGD(eta={self.eta:g}, lmbda={self.lmbda:g}, n={self.n}, l1={self.l1:g}, "
                 f"momentum={self.momentum:g})")

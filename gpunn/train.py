@@ -211,9 +211,11 @@ class ImageSource:
     """Images decoded ahead by background threads (:class:`gpunn.data.Prefetcher`).
 
     ``dataset`` has ``len`` and ``load(indices, rng) -> (X (n, C, H, W), y (n,))`` (an image
-    folder split, :class:`gpunn.data.SyntheticImages`). Epoch e's order and each batch's
-    augmentation come from ``(seed, e)``, so a run resumed mid-epoch sees the batches the
-    first one would have. The last partial batch is dropped (KSH's fixed batches).
+    folder split, :class:`gpunn.data.SyntheticImages`); one with ``normalise`` (an image
+    folder) is loaded as uint8 crops, copied as such and normalised on the device. Epoch
+    e's order and each batch's augmentation come from ``(seed, e)``, so a run resumed
+    mid-epoch sees the batches the first one would have. The last partial batch is dropped
+    (KSH's fixed batches).
     """
 
     def __init__(self, dataset, batch_size: int, seed: int = 0, workers: int = 2):
@@ -222,7 +224,11 @@ class ImageSource:
         if len(dataset) == 0:
             raise ConfigError("the image set is empty")
         self.dataset, self.workers = dataset, workers
-        self.prefetcher = Prefetcher(dataset, batch_size, shuffle=True, seed=seed,
+        # A dataset that can normalise on a device (an image folder) hands over uint8 crops:
+        # a quarter of the bytes to copy to the GPU, normalised there.
+        self._uint8 = hasattr(dataset, "normalise")
+        self._loading = _Uint8Crops(dataset) if self._uint8 else dataset
+        self.prefetcher = Prefetcher(self._loading, batch_size, shuffle=True, seed=seed,
                                      workers=workers, depth=max(2, workers),
                                      drop_last=len(dataset) >= batch_size)
         self.batch_size = batch_size
@@ -246,21 +252,39 @@ class ImageSource:
             self._epoch = epoch
         X, y = next(self._batches)
         self._next = hi
+        return self._to_device(net, X, y)
+
+    def _to_device(self, net, X, y):
+        if self._uint8:  # uint8 crosses; the device normalises (the same numbers as the host)
+            X = self.dataset.normalise(net.backend.asarray(X, dtype=None), net.xp)
         return net.backend.asarray(X, dtype=net.dtype), net.xp.asarray(y)
 
     def batches(self, net, batch_size=None):
         """Every image in order (centre crops), a training batch at a time, for evaluation."""
         from gpunn.data import Prefetcher
 
-        with Prefetcher(self.dataset, batch_size or self.batch_size, shuffle=False,
+        with Prefetcher(self._loading, batch_size or self.batch_size, shuffle=False,
                         workers=self.workers) as batches:
             for X, y in batches:
-                yield net.backend.asarray(X, dtype=net.dtype), net.xp.asarray(y)
+                yield self._to_device(net, X, y)
 
     def close(self) -> None:
         if self._batches is not None:
             self._batches.close()  # stops this epoch's loading threads
             self._batches = None
+
+
+class _Uint8Crops:
+    """An image folder split whose batches stay uint8 (n, H, W, 3) until the device."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, indices, rng=None):
+        return self.dataset.load(indices, rng, uint8=True)
 
 
 def as_source(data):
@@ -278,31 +302,48 @@ class LayerStep:
     """Backpropagation through the layers, then the optimiser: any stack, any backend.
 
     With ``track=True`` it also sums the cost and counts the correct top-1 answers of each
-    mini-batch (the outputs before its update), as KSH report training figures.
+    mini-batch (the outputs before its update), as KSH report training figures. Nothing in
+    a step waits for the GPU: the sums stay on the device (the loop reads them once an
+    epoch), and on a GPU the softmax records a bad label in ``label_flag``, which the loop
+    reads with its once-a-chunk finiteness check.
     """
 
     name = "layer-by-layer"
 
     def __init__(self, net, optimizer, track: bool = False):
         self.net, self.optimizer, self.track = net, optimizer, track
+        self.label_flag = None
+        if net.backend.kernel_backend == "cupy":
+            from gpunn.kernels import checks
+
+            self.label_flag = checks.label_flag(net.xp)
 
     def run(self, X, labels, mini_batch_size: int):
         """Every mini-batch of the chunk in order; with ``track``, returns the summed cost
-        and the count of correct top-1 outputs over the chunk, else None."""
+        and the count of correct top-1 outputs over the chunk (0-d arrays on the device),
+        else None."""
         net, cost_sum, correct = self.net, 0.0, 0
         for k in range(0, X.shape[0], mini_batch_size):
             y = labels[k:k + mini_batch_size]
-            out, cost = net.train_batch(X[k:k + mini_batch_size], y, want_cost=self.track)
+            out, cost = net.train_batch(X[k:k + mini_batch_size], y, want_cost=self.track,
+                                        label_flag=self.label_flag)
             self.optimizer.step(net.layers, net.xp)
             if self.track:
-                cost_sum += cost * len(y)
-                correct += topk_correct(out, y, 1).sum()
-        return (cost_sum, int(correct)) if self.track else None
+                cost_sum = cost_sum + cost * len(y)
+                correct = correct + topk_correct(out, y, 1).sum()
+        return (cost_sum, correct) if self.track else None
 
 
 class FusedDenseStep:
     """Whole chunks of a float32 fully connected stack in one call of the ``dense_sgd``
-    kernel (Numba on the CPU): the same update as :class:`LayerStep`, ~10x fewer calls."""
+    kernel (Numba on the CPU, one CUDA launch on CuPy): the same update as
+    :class:`LayerStep` in ~10x fewer calls on the CPU, and on a GPU one launch a chunk
+    instead of ~33 a mini-batch.
+
+    The step never moves a network between devices: on CuPy the alternative is
+    :class:`LayerStep` on the same GPU (~33 launches a mini-batch). Whether ``--device auto``
+    should keep small nets on the CPU is the backend's choice, unchanged until
+    ``benchmarks/gpu_check.sh`` has measured this step on a GPU."""
 
     name = "fused dense"
 
@@ -326,7 +367,7 @@ class FusedDenseStep:
 
         kernel = net.backend.kernel("dense_sgd")
         layers = net.layers
-        if kernel.backend != "numba" or len(net.input_shape) != 1:
+        if kernel.backend not in ("numba", "cupy") or len(net.input_shape) != 1:
             return False
         if not all(type(layer) in (FullyConnected,) or layer.kind == "softmax"
                    for layer in layers) or any(layer.dropout for layer in layers):
@@ -379,8 +420,8 @@ def evaluate(net, data, topk=(1,), cost: bool = False, optimizer=None,
     k_max = net.n_out
     for X, labels in source.batches(net, batch_size):
         a = net.feedforward(X)
-        for k in hits:
-            hits[k] += int(topk_correct(a, labels, min(k, k_max)).sum())
+        for k in hits:  # counted on the device, read once at the end
+            hits[k] = hits[k] + topk_correct(a, labels, min(k, k_max)).sum()
         if cost:  # from the logits where the output layer has them: finite when σ saturates
             z = getattr(net.layers[-1], "logits", None)
             total_cost += net.cost.fn(a, net.targets(labels), z=z) * len(labels)
@@ -388,6 +429,7 @@ def evaluate(net, data, topk=(1,), cost: bool = False, optimizer=None,
         if on_batch is not None:
             on_batch(done, len(source))
     n = max(done, 1)
+    hits = {k: int(v) for k, v in hits.items()}
     out = {"accuracy": hits[1] / n, "correct": hits[1], "images": done}
     out.update({f"top{k}": hits[k] / n for k in hits if k > 1})
     if cost:
@@ -444,7 +486,8 @@ class _Loop:
             "epoch": run.epoch, "examples_done": run.done if run.order is not None else 0,
             "order": run.order, "steps": run.steps, "epoch_seconds": run.seconds,
             "eta": run.eta, "eta0": run.eta0, "best": run.best, "best_epoch": run.best_epoch,
-            "tracked": list(run.tracked), "history": run.history.to_dict(),
+            "tracked": [float(run.tracked[0]), int(run.tracked[1])],
+            "history": run.history.to_dict(),
             "rng": self.net.rng.state,
             "velocities": self.optimizer.velocities, "settings": self.settings,
             "architecture": self.net.config()["layers"],
@@ -503,13 +546,22 @@ class _Loop:
             p[...] = s  # in place: the step holds these very arrays
 
     def _finite(self) -> bool:
-        """True when every parameter is finite; one reduction per array and one sync.
+        """True when every parameter is finite; one reduction per array and one sync, which
+        also reads the step's bad-label flag (on a GPU) and raises for a bad label.
 
         A NaN or inf anywhere makes the array's sum non-finite (so can a finite sum over
         3.4e38, which is divergence too).
         """
         xp = self.net.xp
-        return bool(xp.isfinite(sum(p.sum(dtype=xp.float64) for p in self._params())))
+        finite = xp.isfinite(sum(p.sum(dtype=xp.float64) for p in self._params()))
+        flag = getattr(self.step, "label_flag", None)
+        if flag is None:
+            return bool(finite)
+        from gpunn.kernels import checks
+
+        values = self.net.backend.to_numpy(xp.concatenate([flag, xp.asarray(finite)[None]]))
+        checks.raise_for_label_flag(values[:2], self.net.n_out)
+        return bool(values[2])
 
     def train_chunk(self, epoch: int, lo: int, hi: int) -> None:
         """SGD over examples ``order[lo:hi]`` of the epoch, then the finiteness check."""
@@ -517,9 +569,14 @@ class _Loop:
         self.optimizer.eta = self.run.eta
         saved = self._snapshot()
         tracked = self.step.run(X, labels, self.mbs)
-        if not self._finite():
+        try:
+            finite = self._finite()
+        except ConfigError:  # a bad label, found after the chunk: leave the weights before it
+            self._restore_snapshot(saved)
+            raise
+        if not finite:
             self._after_nan(saved, X, labels, lo)
-        elif tracked is not None:
+        elif tracked is not None:  # device sums, read once an epoch
             self.run.tracked = tuple(a + b for a, b in zip(self.run.tracked, tracked))
 
     def _after_nan(self, saved, X, labels, lo) -> None:
@@ -618,75 +675,81 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
         if on_checkpoint is not None:
             on_checkpoint(loop.state())
 
-    try:
-        for epoch in range(run.epoch + 1, epochs + 1):
-            start = time.perf_counter()
-            if run.order is None:  # a new epoch (a resumed one keeps its order and progress)
-                run.order, run.done, run.seconds = source.order(epoch, net.rng), 0, 0.0
-            stop = quick = False
-            while run.done < n:
-                hi = min(run.done + chunk, n)
-                if checkpoint_every:  # end the chunk at the next checkpoint step
-                    due = (run.steps // checkpoint_every + 1) * checkpoint_every
-                    hi = min(hi, run.done + (due - run.steps) * mini_batch_size)
-                loop.train_chunk(epoch, run.done, hi)
-                run.steps += -(-(hi - run.done) // mini_batch_size)
-                run.done = hi
-                if on_progress is not None:
-                    on_progress(hi, n)
-                stop = should_stop is not None and bool(should_stop())
-                quick = steps is not None and run.steps >= steps
-                if hi < n and (stop or (checkpoint_every
-                                        and run.steps % checkpoint_every == 0)):
-                    run.seconds += time.perf_counter() - start
-                    start = time.perf_counter()
-                    checkpoint()
-                if stop and hi < n:
-                    history.stop_reason = "interrupted"
-                    return history
-                if quick:
+    # Overflow on the way to NaN is the divergence guard's to report (one line, exit 3),
+    # and float32 units saturated at exactly 0 or 1 are a normal state: NumPy's warnings
+    # would only be noise on stderr.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            for epoch in range(run.epoch + 1, epochs + 1):
+                start = time.perf_counter()
+                if run.order is None:  # a new epoch (a resumed one keeps its order and progress)
+                    run.order, run.done, run.seconds = source.order(epoch, net.rng), 0, 0.0
+                stop = quick = False
+                while run.done < n:
+                    hi = min(run.done + chunk, n)
+                    if checkpoint_every:  # end the chunk at the next checkpoint step
+                        due = (run.steps // checkpoint_every + 1) * checkpoint_every
+                        hi = min(hi, run.done + (due - run.steps) * mini_batch_size)
+                    loop.train_chunk(epoch, run.done, hi)
+                    run.steps += -(-(hi - run.done) // mini_batch_size)
+                    run.done = hi
+                    if on_progress is not None:
+                        on_progress(hi, n)
+                    stop = should_stop is not None and bool(should_stop())
+                    quick = steps is not None and run.steps >= steps
+                    if hi < n and (stop or (checkpoint_every
+                                            and run.steps % checkpoint_every == 0)):
+                        run.seconds += time.perf_counter() - start
+                        start = time.perf_counter()
+                        checkpoint()
+                    if stop and hi < n:
+                        history.stop_reason = "interrupted"
+                        return history
+                    if quick:
+                        break
+                net.backend.synchronize()
+                seconds = run.seconds + time.perf_counter() - start
+                record = {"epoch": epoch, "seconds": seconds, "eta": run.eta,
+                          "images_per_s": run.done / seconds if seconds > 0 else float("inf")}
+                if run.skipped:
+                    record["skipped_batches"], run.skipped = run.skipped, 0
+                if track_training:  # the epoch's device sums, read here once
+                    (cost_sum, correct), run.tracked = run.tracked, (0.0, 0)
+                    record.update(training_cost=float(cost_sum) / max(run.done, 1),
+                                  training_accuracy=int(correct) / max(run.done, 1))
+                elif monitor_training_cost or monitor_training_accuracy:
+                    figures = evaluate(net, source, cost=monitor_training_cost, optimizer=optimizer)
+                    record.update(_prefixed("training", figures, monitor_training_cost,
+                                            monitor_training_accuracy))
+                if evaluation is not None:
+                    # the book's cost carries the L2 term (network2's total_cost); KSH's
+                    # tracked figures are the data's loss alone, so the evaluation's is too
+                    figures = evaluate(net, evaluation, topk, cost=monitor_evaluation_cost,
+                                       optimizer=None if track_training else optimizer)
+                    record.update(_prefixed("evaluation", figures, monitor_evaluation_cost, True))
+                for key in ("training_cost", "evaluation_cost"):
+                    if key in record and not math.isfinite(record[key]):
+                        raise TrainingDiverged(
+                            f"training diverged: the {key.replace('_', ' ')} is {record[key]} "
+                            f"after epoch {epoch} (eta {run.eta:g}); try a smaller eta",
+                            epoch, None, run.eta)
+                history.epochs.append(record)
+                run.epoch, run.order = epoch, None
+                if on_epoch is not None:
+                    on_epoch(record)
+                reason = schedule.after_epoch(run, epoch, record.get("evaluation_accuracy"))
+                if reason:
+                    history.stop_reason = reason
+                elif quick:
+                    history.stop_reason = f"stopped after {steps} step{'s' * (steps != 1)}"
+                checkpoint()
+                if history.stop_reason != "completed":
                     break
-            net.backend.synchronize()
-            seconds = run.seconds + time.perf_counter() - start
-            record = {"epoch": epoch, "seconds": seconds, "eta": run.eta,
-                      "images_per_s": run.done / seconds if seconds > 0 else float("inf")}
-            if run.skipped:
-                record["skipped_batches"], run.skipped = run.skipped, 0
-            if track_training:
-                (cost_sum, correct), run.tracked = run.tracked, (0.0, 0)
-                record.update(training_cost=cost_sum / max(run.done, 1),
-                              training_accuracy=correct / max(run.done, 1))
-            elif monitor_training_cost or monitor_training_accuracy:
-                figures = evaluate(net, source, cost=monitor_training_cost, optimizer=optimizer)
-                record.update(_prefixed("training", figures, monitor_training_cost,
-                                        monitor_training_accuracy))
-            if evaluation is not None:
-                figures = evaluate(net, evaluation, topk, cost=monitor_evaluation_cost,
-                                   optimizer=optimizer)
-                record.update(_prefixed("evaluation", figures, monitor_evaluation_cost, True))
-            for key in ("training_cost", "evaluation_cost"):
-                if key in record and not math.isfinite(record[key]):
-                    raise TrainingDiverged(
-                        f"training diverged: the {key.replace('_', ' ')} is {record[key]} "
-                        f"after epoch {epoch} (eta {run.eta:g}); try a smaller eta",
-                        epoch, None, run.eta)
-            history.epochs.append(record)
-            run.epoch, run.order = epoch, None
-            if on_epoch is not None:
-                on_epoch(record)
-            reason = schedule.after_epoch(run, epoch, record.get("evaluation_accuracy"))
-            if reason:
-                history.stop_reason = reason
-            elif quick:
-                history.stop_reason = f"stopped after {steps} step{'s' * (steps != 1)}"
-            checkpoint()
-            if history.stop_reason != "completed":
-                break
-            if stop and epoch < epochs:
-                history.stop_reason = "interrupted"
-                break
-    finally:
-        source.close()
+                if stop and epoch < epochs:
+                    history.stop_reason = "interrupted"
+                    break
+        finally:
+            source.close()
     return history
 
 

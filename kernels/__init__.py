@@ -44,3 +44,4 @@ register("gather_rows", "numba", "gpunn.kernels.gather_numba:gather_rows")
 # A whole chunk of SGD steps of a fully connected network (the NumPy loop is the reference).
 register("dense_sgd", "numpy", "gpunn.kernels.dense:DENSE_SGD")
 register("dense_sgd", "numba", "gpunn.kernels.dense_numba:DENSE_SGD")
+register("dense_sgd", "cupy", "gpunn.kernels.dense_cupy:DENSE_SGD")

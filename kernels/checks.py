@@ -114,6 +114,19 @@ def label_range(n_classes: int, bad) -> ConfigError:
     )
 
 
+def label_flag(xp):
+    """A flag on the device, int64 ``[found, label]``, where a GPU kernel records a label
+    outside ``[0, K)`` instead of waiting for the GPU to say so; read it once per chunk with
+    :func:`raise_for_label_flag` (host kernels raise at once and leave it alone)."""
+    return xp.zeros(2, dtype=xp.int64)
+
+
+def raise_for_label_flag(flag, n_classes: int) -> None:
+    """Raise :func:`label_range` if ``flag`` (host values of :func:`label_flag`) is set."""
+    if int(flag[0]):
+        raise label_range(n_classes, int(flag[1]))
+
+
 def dout(op: str, letters: str, dout_array, out_shape) -> None:
     """Raise unless a backward's ``dout`` has the forward output's shape (every backend)."""
     if dout_array.shape != out_shape:

@@ -40,6 +40,9 @@ class Conv2dCupy:
         """``dout (N, F, OH, OW)`` -> ``(dx (N, C, H, W) or None, dw (F, C, KH, KW), db (F,))``."""
         cols, w2, w_shape, geometry, x_shape, out_shape = cache
         check_dout(dout, out_shape)
+        # in the forward's dtype: a float64 dout would make float64 dcols, which col2im,
+        # compiled for float32, would read as float32
+        dout = cupy.asarray(dout, dtype=cols.dtype)
         n, f, oh, ow = out_shape
         db = dout.sum(axis=(0, 2, 3))
         dout2 = cupy.ascontiguousarray(dout.reshape(n, f, oh * ow).transpose(1, 0, 2))

@@ -18,9 +18,15 @@ import glob
 import importlib.util
 import os
 
-# The options CuPy's RawModule compiles with beyond its own ``-arch``: C++17, as given in
-# every ``*_cupy`` module.
+# The options gpunn's ``*_cupy`` modules give RawModule: C++17.
 CUPY_OPTIONS = ("-std=c++17",)
+# What CuPy adds to every compile besides ``-arch`` and its include paths (cupy.cuda.compiler,
+# 13.x and 14.x): flush-to-zero. Denormal results become 0 and denormal operands read as 0, so
+# ``max(p, 1e-45f)`` compiles to ``max.ftz.f32`` and no longer clamps: clamp at
+# ``finfo(dtype).tiny`` (the smallest normal) or work in log space instead.
+CUPY_ADDS = ("-ftz=true",)
+# The options NVRTC sees when CuPy compiles a gpunn kernel: what the tests compile with.
+CUPY_COMPILE = CUPY_OPTIONS + CUPY_ADDS
 
 
 class NvrtcError(RuntimeError):
@@ -79,7 +85,7 @@ def _check(result: int, call: str) -> None:
         raise NvrtcError(f"{call} failed: {message}")
 
 
-def compile(source: str, arch: str = "compute_90", options=CUPY_OPTIONS, name="kernel.cu") -> bytes:
+def compile(source: str, arch: str = "compute_90", options=CUPY_COMPILE, name="kernel.cu") -> bytes:
     """PTX (``compute_XX``) or CUBIN (``sm_XX``) of ``source``; NvrtcError with the log if not."""
     lib = library()
     program = ctypes.c_void_p()

@@ -74,8 +74,10 @@ class SoftmaxCrossEntropyNumba:
 
     backend = "numba"
 
-    def forward(self, logits, labels):
-        """``logits (N, K)`` float, ``labels (N,)`` int -> ``(mean loss, probs (N, K))``."""
+    def forward(self, logits, labels, flag=None):
+        """``logits (N, K)`` float, ``labels (N,)`` int -> ``(mean loss, probs (N, K))``.
+
+        A bad label raises at once (no device to wait for): ``flag`` is left alone."""
         checks.softmax_cross_entropy(logits, labels)
         logits = np.ascontiguousarray(logits)
         labels = np.ascontiguousarray(labels, dtype=np.int64)
@@ -90,7 +92,7 @@ class SoftmaxCrossEntropyNumba:
             total, bad = _forward(logits, labels, probs)
         if bad >= 0:
             raise checks.label_range(logits.shape[1], int(labels[bad]))
-        return total / max(logits.shape[0], 1), probs
+        return np.float64(total / max(logits.shape[0], 1)), probs
 
     def backward(self, probs, labels, scale: float = 1.0):
         """``probs (N, K)``, ``labels (N,)`` -> ``dlogits = scale * (probs - onehot) / N``."""

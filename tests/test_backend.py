@@ -18,25 +18,61 @@ class FakeCUDARuntimeError(RuntimeError):
     pass
 
 
-def fake_cupy(available=True, alloc_fails=False, devices=1):
-    """A stand-in for CuPy installed on a machine without a (working) driver."""
+class FakeCUBLASError(RuntimeError):
+    pass
+
+
+class FakeArray(np.ndarray):
+    """A device array whose matmul fails as CuPy's does without libcublas."""
+
+    blas_fails = False
+
+    def __matmul__(self, other):
+        if self.blas_fails:
+            raise ImportError("libcublas.so.12: cannot open shared object file: No such file "
+                              "or directory")
+        return (np.asarray(self) @ np.asarray(other)).view(type(self))
+
+    def get(self):
+        return np.array(self)
+
+
+def fake_cupy(available=True, alloc_fails=False, devices=1, blas_fails=False,
+              compile_fails=False, current=0):
+    """A stand-in for CuPy installed on a machine without a (working) driver, or without
+    cuBLAS (``blas_fails``), or without NVRTC or the CUDA headers (``compile_fails``)."""
     cupy = types.ModuleType("cupy")
     cupy.is_available = lambda: available
+    cupy.used = []  # the devices made current with Device(i).use()
+    cupy.current = current
+    array_type = type("FakeArray", (FakeArray,), {"blas_fails": blas_fails})
 
     def device_count():
         if not available:  # what CuPy's runtime says on a machine without a GPU
             raise FakeCUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
         return devices
 
-    def arange(*args, **kwargs):
+    def asarray(a, dtype=None):  # a copy to the device: the driver's first work
         if alloc_fails:
             raise FakeCUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is "
                                        "insufficient for CUDA runtime version")
-        return np.arange(*args, **kwargs)
+        return np.array(a, dtype=dtype).view(array_type)
 
-    cupy.arange = arange
+    class RawKernel:
+        def __init__(self, code, name, options=()):
+            if compile_fails:
+                raise RuntimeError("Failed to find CUDA headers (cuda_fp16.h); install them "
+                                   "with `pip install cupy-cuda12x[ctk]`")
+            self.name = name
+
+        def __call__(self, grid, block, args):
+            args[0][:block[0]] += 1
+
+    cupy.asarray = asarray
     cupy.float32 = np.float32
+    cupy.RawKernel = RawKernel
     runtime = types.SimpleNamespace(getDeviceCount=device_count,
+                                    getDevice=lambda: cupy.current,
                                     getDeviceProperties=lambda i: {"name": b"Fake GPU"})
 
     class Device:
@@ -50,7 +86,8 @@ def fake_cupy(available=True, alloc_fails=False, devices=1):
             return False
 
         def use(self):
-            pass
+            cupy.used.append(self.index)
+            cupy.current = self.index
 
     cupy.cuda = types.SimpleNamespace(runtime=runtime, Device=Device)
     return cupy
@@ -80,11 +117,13 @@ def test_cuda_without_cupy_raises_naming_cause_and_fix(no_cupy):
         backend.select("cuda")
     assert str(info.value) == (
         "select('cuda') was asked for but CuPy could not start (CuPy is not installed); "
-        "install gpunn[cuda12] (or gpunn[cuda13]) on a machine with an NVIDIA GPU, or use "
+        "install gpunn[cuda12] or gpunn[cuda13] (CuPy with the CUDA libraries, "
+        "cupy-cuda12x[ctk] / cupy-cuda13x[ctk]) on a machine with an NVIDIA GPU, or use "
         "select('cpu')")
     assert info.value.for_option("--device") == (
         "--device cuda was asked for but CuPy could not start (CuPy is not installed); "
-        "install gpunn[cuda12] (or gpunn[cuda13]) on a machine with an NVIDIA GPU, or use "
+        "install gpunn[cuda12] or gpunn[cuda13] (CuPy with the CUDA libraries, "
+        "cupy-cuda12x[ctk] / cupy-cuda13x[ctk]) on a machine with an NVIDIA GPU, or use "
         "--device cpu")
 
 
@@ -115,6 +154,71 @@ def test_working_cupy_is_chosen_by_auto(monkeypatch):
         backend.select("cuda:3")
 
 
+@pytest.mark.parametrize("kwargs,check,cause", [
+    ({"blas_fails": True}, "cuBLAS", "libcublas.so.12: cannot open shared object file"),
+    ({"compile_fails": True}, "NVRTC", "Failed to find CUDA headers"),
+    ({"alloc_fails": True}, "device", "cudaErrorInsufficientDriver"),
+])
+def test_probe_tries_cublas_and_nvrtc_before_choosing_cupy(monkeypatch, kwargs, check, cause):
+    monkeypatch.setattr(backend, "_import_cupy", lambda: fake_cupy(**kwargs))
+    monkeypatch.delenv("GPUNN_DEVICE", raising=False)
+    be = backend.select("auto")
+    assert be.name == "numpy" and cause in be.reason
+    rows = dict(be.checks)
+    assert rows[check] == "failed" and rows["import"] == "ok"
+    after = backend.CHECKS[backend.CHECKS.index(check) + 1:]
+    assert all(rows[c] == "not tried" for c in after)
+    with pytest.raises(backend.BackendUnavailable, match=cause) as info:
+        backend.select("cuda")
+    assert info.value.check == check
+    if check != "device":
+        assert "cupy-cuda12x[ctk]" in info.value.for_option() and f"{check} failed" in str(
+            info.value)
+
+
+def test_auto_keeps_the_current_device_and_cuda_n_makes_it_current(monkeypatch):
+    fake = fake_cupy(devices=2, current=1)
+    monkeypatch.setattr(backend, "_import_cupy", lambda: fake)
+    monkeypatch.delenv("GPUNN_DEVICE", raising=False)
+    be = backend.select("auto")
+    assert be.device == "cuda:1" and fake.used == [], "auto moved off the current GPU"
+    assert dict(be.checks) == dict.fromkeys(backend.CHECKS, "ok")
+    assert backend.select("cuda").device == "cuda:1" and fake.used == []
+    assert backend.select("cuda:0").device == "cuda:0" and fake.used == [0]
+
+
+@pytest.mark.parametrize("error,expected", [
+    (ModuleNotFoundError("No module named 'cupy'", name="cupy"), "CuPy is not installed"),
+    (ModuleNotFoundError("No module named 'cupy_backends'", name="cupy_backends"),
+     "CuPy failed to import: ModuleNotFoundError: No module named 'cupy_backends'"),
+    (ImportError("=====\nFailed to import CuPy.\n\nIf you installed CuPy via wheels ...\n\n"
+                 "Original error:\n  ImportError: libnvrtc.so.12: cannot open shared object "
+                 "file: No such file or directory\n====="),
+     "CuPy failed to import: ImportError: libnvrtc.so.12: cannot open shared object file"),
+])
+def test_import_failure_is_not_installed_only_when_cupy_is_missing(monkeypatch, error,
+                                                                   expected):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "cupy":
+            raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(backend.BackendUnavailable) as info:
+        backend._import_cupy()
+    assert expected in info.value.cause and "\n" not in info.value.cause
+    assert info.value.check == "import"
+    if expected == "CuPy is not installed":
+        assert info.value.hint == backend.INSTALL_HINT
+    else:
+        assert "not installed" not in str(info.value) and "[ctk]" in info.value.hint
+
+
 def test_environment_variable_and_bad_specs(monkeypatch, no_cupy):
     monkeypatch.setenv("GPUNN_DEVICE", "cpu")
     assert backend.select().reason == "asked for --device cpu"
@@ -143,6 +247,37 @@ def test_rng_draws_the_same_numbers_for_the_same_seed(backend):
     first = rng.permutation(10)
     rng.set_state(state)
     assert np.array_equal(first, rng.permutation(10))
+
+
+def test_device_random_is_the_host_draw_on_the_cpu_and_a_device_draw_on_cupy():
+    cpu = select_backend("cpu")
+    a, b = cpu.rng(5), cpu.rng(5)
+    assert np.array_equal(a.device_random((3, 4)), b.random((3, 4)))  # bit-identical on the CPU
+    drawn = []
+
+    class RandomState:  # CuPy's, seeded per call: records what it was asked for
+        def __init__(self, seed, method):
+            drawn.append((seed, method))
+            self.gen = np.random.Generator(np.random.Philox(seed))
+
+        def random_sample(self, size, dtype):
+            return self.gen.random(size, dtype=dtype)
+
+    fake = types.SimpleNamespace(
+        random=types.SimpleNamespace(RandomState=RandomState),
+        cuda=types.SimpleNamespace(curand=types.SimpleNamespace(
+            CURAND_RNG_PSEUDO_PHILOX4_32_10=104)))
+    gpu = backend.Backend(name="cupy", xp=fake, device="cuda:0")
+    rng = gpu.rng(5)
+    state = rng.state
+    mask = rng.device_random((1000, 30), dtype=np.float32)
+    assert mask.dtype == np.float32 and mask.shape == (1000, 30) and 0 <= mask.min()
+    assert drawn[0][1] == 104 and rng.state != state
+    host = cpu.rng(5)
+    host.generator.integers(2**63)  # the host spent one draw: the seed, not 30,000 numbers
+    assert rng.state == host.state
+    rng.set_state(state)  # exact resume: the seed comes from the saved host state
+    assert np.array_equal(rng.device_random((1000, 30)), mask)
 
 
 def test_array_module_and_mixing():

@@ -64,6 +64,9 @@ def test_records_checkpoints_and_an_exact_resume(tiny_toy, tmp_path):
     assert {"epoch", "eta", "seconds", "images_per_s", "training_cost", "training_accuracy",
             "evaluation_accuracy", "evaluation_top5", "evaluation_cost"} <= set(record)
     assert record["evaluation_top5"] == 1.0  # 3 classes: every label is in the top 5
+    # the validation loss is the data's alone (no weight-decay term), as KSH report it
+    assert history[-1]["evaluation_cost"] == pytest.approx(
+        imagenet.evaluate(net, val_set, batch_size=8, workers=1)["loss"], rel=1e-5)
     assert progress == [8, 16, 24] * 2
     first, last = list_checkpoints(tmp_path)
     assert load_checkpoint(tmp_path, backend="cpu")[1]["checkpoint_path"] == str(last)

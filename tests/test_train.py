@@ -207,3 +207,135 @@ def test_saturated_outputs_report_the_true_cost_without_warnings(cost, output):
                           monitor_evaluation_cost=True)
     assert history.stop_reason == "completed"
     assert history[0]["evaluation_cost"] == pytest.approx(expect, rel=1e-3)
+
+
+def test_a_bad_label_recorded_on_the_device_stops_after_the_chunk_with_weights_kept(
+        monkeypatch):
+    # On a GPU the softmax records a bad label in the step's flag instead of waiting; the
+    # loop reads it with its one finiteness check per chunk and leaves the chunk undone.
+    net = gpunn.Network([4, 3], cost="log-likelihood", seed=0, backend="cpu")
+    xent = net.backend.kernel("softmax_cross_entropy")
+    real = xent.forward
+
+    def recording(logits, labels, flag=None):  # what the CUDA kernel does with label 7
+        flag[...] = (1, 7)
+        return real(logits, labels % 3, flag)
+
+    monkeypatch.setattr(type(net.backend), "kernel_backend", property(lambda self: "cupy"))
+    monkeypatch.setattr(xent, "forward", recording)
+    step = LayerStep(net, SGD(0.1), track=True)
+    assert step.label_flag is not None and not step.label_flag.any()
+    r = np.random.default_rng(0)
+    X, y = r.random((20, 4)).astype(np.float32), r.integers(0, 3, 20)
+    before = [w.copy() for w in net.weights]
+    with pytest.raises(ConfigError, match=r"labels in \[0, K\)=\[0, 3\); received label 7"):
+        gpunn.train.fit(net, (X, y), 1, 10, SGD(0.1), track_training=True)
+    assert all(np.array_equal(a, b) for a, b in zip(net.weights, before))
+
+
+def test_tracked_sums_and_top1_counts_are_read_once_an_epoch():
+    # LayerStep returns device sums (0-d arrays, not Python numbers it had to wait for)
+    net = gpunn.Network([4, 3], cost="log-likelihood", seed=0, backend="cpu")
+    r = np.random.default_rng(1)
+    X, y = r.random((20, 4)).astype(np.float32), r.integers(0, 3, 20)
+    cost_sum, correct = LayerStep(net, SGD(0.1), track=True).run(X, y, 10)
+    assert type(cost_sum) is np.float64 and type(correct) is np.int64, (cost_sum, correct)
+
+
+class _DeviceArray:
+    """A CuPy array as NumPy sees it: ``get()`` copies to the host, and ``np.asarray`` refuses
+    (CuPy's words), so code that converts implicitly fails as on a GPU."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, a):
+        self._a = a
+        self.shape, self.ndim, self.dtype = a.shape, a.ndim, a.dtype
+
+    def get(self):
+        return self._a.copy()
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
+                        "`.get()` to construct a NumPy array explicitly.")
+
+    def __len__(self):
+        return len(self._a)
+
+
+def test_cupy_arrays_as_training_and_evaluation_data():
+    r = np.random.default_rng(2)
+    X, y = r.random((30, 4)).astype(np.float32), r.integers(0, 3, 30)
+    results = []
+    for data in ((X, y), (_DeviceArray(X), _DeviceArray(y))):
+        net = gpunn.Network([4, 3], cost="log-likelihood", seed=0, backend="cpu")
+        history = gpunn.train.fit(net, data, 2, 5, SGD(0.1), evaluation_data=data,
+                                  monitor_evaluation_cost=True)
+        results.append((history.series("evaluation_cost"), [w.copy() for w in net.weights]))
+    assert results[0][0] == results[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_eta_is_a_python_float_however_it_is_given():
+    # NEP 50: a NumPy float64 eta times float32 gradients makes float64 temporaries
+    opt = SGD(np.float64(0.5), lmbda=np.float64(0.1), momentum=np.float32(0.5))
+    assert type(opt.eta) is float and type(opt.lmbda) is float and type(opt.momentum) is float
+    opt.eta = np.float64(0.25)  # as a schedule or a callback might set it
+    assert type(opt.eta) is float and opt.eta == 0.25
+    opt = SGD(np.float64(1.0))
+    opt.eta = np.float64(0.25)
+    net = gpunn.Network([4, 3], cost="log-likelihood", seed=0, backend="cpu")
+    r = np.random.default_rng(3)
+    net.train_batch(net.backend.asarray(r.random((5, 4))), r.integers(0, 3, 5))
+    grads = [layer.nabla_w.copy() for layer in net.layers]
+    w = [layer.w.copy() for layer in net.layers]
+    opt.step(net.layers, net.xp)
+    for layer, w0, g in zip(net.layers, w, grads):
+        assert layer.w.dtype == np.float32
+        assert np.array_equal(layer.w, w0 - np.float32(0.25) * g)  # float32 arithmetic
+
+
+def test_a_layer_step_on_the_gpu_stand_in_never_waits_for_the_gpu(monkeypatch):
+    # The CuPy kernels and the loop's step on the CPU stand-in for CuPy, whose arrays count
+    # every host read: loss, bad-label flag, top-1 counts and dropout masks stay on the device.
+    import importlib.util
+    import types
+
+    from gpunn.backend import Backend
+    from gpunn.kernels import registry
+
+    path = Path(__file__).parent / "kernels" / "cuda_on_cpu.py"
+    spec = importlib.util.spec_from_file_location("cuda_on_cpu", path)
+    cuda_on_cpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cuda_on_cpu)
+    if cuda_on_cpu.compiler() is None:
+        pytest.skip("needs a host C++ compiler (g++) for the CUDA sources")
+    cuda_on_cpu.install(monkeypatch, strict=True)
+    monkeypatch.setattr(registry, "_LOADED", {})  # stand-in kernels stay in this test
+    import cupy
+
+    cupy.__getattr__ = lambda name: getattr(np, name)  # the rest of xp: NumPy's
+    seeds = []
+
+    class RandomState:  # cuRAND's, drawing on the "device"
+        def __init__(self, seed, method):
+            seeds.append(seed)
+            self.gen = np.random.default_rng(seed)
+
+        def random_sample(self, size, dtype):
+            return self.gen.random(size, dtype=dtype).view(cuda_on_cpu.DeviceArray)
+
+    cupy.random = types.SimpleNamespace(RandomState=RandomState)
+    cupy.cuda.curand = types.SimpleNamespace(CURAND_RNG_PSEUDO_PHILOX4_32_10=104)
+    gpu = Backend("cupy", cupy, "cuda:0")
+    net = gpunn.Network([FullyConnected(6, 5, dropout=0.5), Softmax(5, 3)],
+                        cost="log-likelihood", seed=0, backend=gpu)
+    r = np.random.default_rng(0)
+    X, y = gpu.asarray(r.random((8, 6))), cupy.asarray(r.integers(0, 3, 8))
+    before = cuda_on_cpu.DeviceArray.syncs
+    cost_sum, correct = LayerStep(net, SGD(0.1), track=True).run(X, y, 4)
+    assert cuda_on_cpu.DeviceArray.syncs == before, "a step waited for the GPU"
+    assert isinstance(cost_sum, cuda_on_cpu.DeviceArray) and cost_sum.shape == ()
+    assert isinstance(correct, cuda_on_cpu.DeviceArray) and 0 <= int(correct) <= 8
+    assert len(seeds) == 2  # one device draw of dropout per mini-batch, seeded from the host
+    assert np.isfinite(float(cost_sum))

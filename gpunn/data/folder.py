@@ -83,20 +83,28 @@ class ImageFolder:
                 f"{len(self.classes)} classes, crop={self.crop}, resize={self.resize}, "
                 f"train={self.train})")
 
-    def load(self, indices, rng: np.random.Generator | None = None):
+    def load(self, indices, rng: np.random.Generator | None = None, uint8: bool = False):
         """Images ``indices`` (ints) as ``(X, y)``: X (n, 3, crop, crop) float32, y (n,) int64.
 
         Training draws three numbers per image from ``rng`` (crop row, crop column, flip), in
         index order, before decoding anything; ``rng=None`` then means an unseeded generator.
         Evaluation draws nothing. Raises :class:`DataError` naming a file that does not decode.
+        ``uint8=True`` gives the same crops as (n, crop, crop, 3) uint8, a quarter of the bytes
+        to copy to a GPU, for :meth:`normalise` to finish there.
         """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         draws = None
         if self.train:
             rng = np.random.default_rng() if rng is None else rng
             draws = rng.random((len(indices), 3))
-        X = normalise(self.load_uint8(indices, draws), self.mean, self.std)
+        images = self.load_uint8(indices, draws)
+        X = images if uint8 else normalise(images, self.mean, self.std)
         return X, self.labels[indices]
+
+    def normalise(self, images, xp=np):
+        """What :meth:`load` does after cropping, on ``xp``'s device: (n, H, W, 3) uint8 ->
+        (n, 3, H, W) float32, equal to ``load(...)[0]`` on every backend."""
+        return normalise(images, self.mean, self.std, xp)
 
     def load_uint8(self, indices, draws=None) -> np.ndarray:
         """Images ``indices`` as (n, crop, crop, 3) uint8 RGB, before normalisation.
@@ -228,14 +236,15 @@ class SyntheticImages:
         return X, self.labels[indices]
 
 
-def normalise(images: np.ndarray, mean, std) -> np.ndarray:
-    """(n, H, W, 3) uint8 RGB -> (n, 3, H, W) float32 ``(value / 255 - mean) / std`` per channel."""
+def normalise(images, mean, std, xp=np):
+    """(n, H, W, 3) uint8 RGB -> (n, 3, H, W) float32 ``(value / 255 - mean) / std`` per channel,
+    on ``xp``'s device (NumPy or CuPy arrays; the same float32 operations, the same numbers)."""
     mean, std = _channels(mean, "mean"), _channels(std, "std")
-    out = np.empty((images.shape[0], 3, *images.shape[1:3]), dtype=np.float32)
+    out = xp.empty((images.shape[0], 3, *images.shape[1:3]), dtype=np.float32)
     out[...] = images.transpose(0, 3, 1, 2)
     # one multiply and one subtract: (v/255 - m)/s = v * (1/(255 s)) - m/s
-    out *= (1 / (255 * std)).astype(np.float32)[:, None, None]
-    out -= (mean / std).astype(np.float32)[:, None, None]
+    out *= xp.asarray((1 / (255 * std)).astype(np.float32)[:, None, None])
+    out -= xp.asarray((mean / std).astype(np.float32)[:, None, None])
     return out
 
 

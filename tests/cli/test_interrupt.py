@@ -162,3 +162,15 @@ def test_an_overfitting_run_is_silent_with_warnings_as_errors(eta, data_dir):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr
     assert "test accuracy" in proc.stdout
+
+
+def test_a_diverging_run_is_one_line_even_with_warnings_as_errors(data_dir):
+    """Real divergence: exit 3 and the guard's one line; NumPy's overflow warnings on the
+    way to NaN neither print nor (as errors) turn it into a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "gpunn.cli.main", *TRAIN, "--epochs", "2",
+         "--eta", "1e40", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpunn: error: training diverged"), lines

@@ -125,6 +125,75 @@ def test_a_plain_memory_error_without_batch_size(monkeypatch):
 
 
 # -- --device -------------------------------------------------------------------------------
+BROKEN_CUPY = """
+try:
+    raise ImportError("libnvrtc.so.12: cannot open shared object file: No such file or directory")
+except ImportError as exc:
+    raise ImportError(
+        "\\n" + "=" * 64 + "\\nFailed to import CuPy.\\n\\nIf you installed CuPy via wheels "
+        "(cupy-cudaXXX or cupy-rocm-X-X), make sure that the package matches with the version "
+        "of CUDA or ROCm installed.\\n\\nOriginal error:\\n  ImportError: libnvrtc.so.12: "
+        "cannot open shared object file: No such file or directory\\n" + "=" * 64) from exc
+"""
+
+
+def test_info_shows_each_cuda_check_and_the_first_that_failed(monkeypatch):
+    import types
+
+    from gpunn.cli.main import cli
+
+    class NoCublas(np.ndarray):
+        def __matmul__(self, other):
+            raise ImportError("libcublas.so.12: cannot open shared object file")
+
+        def get(self):
+            return np.array(self)
+
+    class Device:
+        def __init__(self, index):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0)
+    cupy = types.SimpleNamespace(
+        float32=np.float32, cuda=types.SimpleNamespace(runtime=runtime, Device=Device),
+        asarray=lambda a: np.array(a).view(NoCublas))
+    monkeypatch.setattr(backend, "_import_cupy", lambda: cupy)
+    monkeypatch.delenv("GPUNN_DEVICE", raising=False)
+    r = CliRunner().invoke(cli, ["info"])
+    assert r.exit_code == 0, r.output
+    assert ("CUDA checks  import ok, device ok, cuBLAS failed, NVRTC not tried"
+            in r.output), r.output
+    assert "cuBLAS failed: ImportError: libcublas.so.12" in r.output
+    r = CliRunner().invoke(cli, ["info", "--device", "cuda"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "(cuBLAS failed: ImportError: libcublas.so.12" in r.output
+
+
+def test_info_with_a_cupy_that_fails_to_load_its_libraries(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy" / "__init__.py").write_text(BROKEN_CUPY)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "GPUNN_DEVICE": ""}
+    command = [sys.executable, "-m", "gpunn.cli.main", "info"]
+    r = subprocess.run(command + ["--device", "cuda"], capture_output=True, text=True, env=env)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and r.stdout == "", r.stderr
+    assert "libnvrtc.so.12: cannot open shared object file" in lines[0]
+    assert "not installed" not in lines[0] and "cupy-cuda12x[ctk]" in lines[0]
+    r = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "CUDA checks  import failed, device not tried" in r.stdout
+    assert "libnvrtc.so.12" in r.stdout and "not installed" not in r.stdout
+
+
 def test_select_backend_speaks_of_the_option(monkeypatch):
     def refuse():
         raise backend.BackendUnavailable("CuPy is not installed", hint=backend.INSTALL_HINT)

@@ -217,3 +217,26 @@ def test_synthetic_images_have_the_folder_interface():
     assert len(data) == 50 and len(data.classes) == 5 and set(data.labels) <= set(range(5))
     np.testing.assert_array_equal(X[0], X[2])
     np.testing.assert_array_equal(X[1], SyntheticImages(50, 5, 8, seed=3).load([7])[0][0])
+
+
+def test_batches_cross_as_uint8_and_are_normalised_on_the_device_to_the_same_numbers(tmp_path):
+    from types import SimpleNamespace
+
+    from gpunn import backend
+    from gpunn.data import Prefetcher
+    from gpunn.train import ImageSource
+
+    root = make_folder(tmp_path / "data", per_class=4)
+    data = ImageFolder(root, "train", crop=4, resize=8)
+    source = ImageSource(data, batch_size=4, seed=3, workers=1)
+    crops, _ = source.prefetcher.dataset.load(np.arange(4), np.random.default_rng(0))
+    assert crops.dtype == np.uint8 and crops.shape == (4, 4, 4, 3)  # what is copied over
+    assert np.array_equal(data.normalise(crops),
+                          data.load(np.arange(4), np.random.default_rng(0))[0])
+    be = backend.select("cpu")
+    net = SimpleNamespace(backend=be, xp=be.xp, dtype=np.float32)
+    X, y = source.load(net, 1, source.order(1, None), 0, 4)
+    source.close()
+    with Prefetcher(data, 4, shuffle=True, seed=3, workers=1) as host:  # normalised on the host
+        X_host, y_host = next(host.epoch(0))
+    assert X.dtype == np.float32 and np.array_equal(X, X_host) and np.array_equal(y, y_host)

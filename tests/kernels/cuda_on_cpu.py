@@ -2,11 +2,17 @@
 
 A stand-in ``cupy`` module: arrays are NumPy arrays, ``cupy.matmul`` is NumPy's, and
 ``cupy.RawModule`` compiles the CUDA C source with the host C++ compiler behind a small shim
-(``__global__`` and ``__shared__`` erased, ``threadIdx``/``blockIdx`` per host thread,
-``__syncthreads`` a barrier). Launches run every block of the grid, one after another; a
+(``__global__``, ``__device__`` and ``__shared__`` erased, ``threadIdx``/``blockIdx`` per host
+thread, ``__syncthreads`` a barrier). Launches run every block of the grid, one after another; a
 kernel that synchronises runs its block's threads as real threads meeting at the barrier, the
 others run them one by one. The ``*_cupy`` modules of gpunn.kernels then run unchanged —
 their Python glue and their CUDA index arithmetic — against the NumPy references.
+
+Kernels run as CuPy compiles them, with flush-to-zero (CuPy passes ``-ftz=true`` to NVRTC for
+every kernel): each kernel thread sets the SSE flags FTZ and DAZ, so a denormal result becomes
+0 and a denormal operand reads as 0, and a clamp such as ``max(p, 1e-45f)`` that vanishes on the
+GPU vanishes here too. The flags flush doubles as well, where ``-ftz`` flushes floats only:
+stricter than the GPU. ``RawModule(..., flush_denormals=False)`` runs IEEE denormals instead.
 
 It emulates the CUDA execution model, not a GPU: no warps, no memory model beyond a barrier.
 """
@@ -31,19 +37,27 @@ SHIM = r"""
 #include <cmath>
 #include <thread>
 #include <vector>
-using std::exp; using std::log; using std::min; using std::max;
+#include <xmmintrin.h>
+using std::exp; using std::log; using std::tanh; using std::min; using std::max;
 struct gpunn_dim3 { unsigned x, y, z; };
 static thread_local gpunn_dim3 threadIdx, blockIdx;
 static gpunn_dim3 blockDim, gridDim;
 static std::barrier<>* gpunn_barrier = nullptr;
 static inline void __syncthreads() { gpunn_barrier->arrive_and_wait(); }
 #define __global__
+#define __device__
 #define __shared__ static
+
+// -ftz=true as CuPy compiles: FTZ (bit 15) flushes denormal results, DAZ (bit 6) reads
+// denormal operands as zero. MXCSR is per thread; the caller's is restored after a launch.
+static const unsigned gpunn_ftz_daz = GPUNN_FLUSH_DENORMALS ? 0x8040u : 0u;
 
 template <typename F>
 static void gpunn_launch(unsigned grid, unsigned block, bool sync, F body) {
     gridDim = {grid, 1, 1};
     blockDim = {block, 1, 1};
+    const unsigned saved_csr = _mm_getcsr();
+    _mm_setcsr(saved_csr | gpunn_ftz_daz);
     for (unsigned b = 0; b < grid; ++b) {
         if (!sync) {
             for (unsigned t = 0; t < block; ++t) {
@@ -57,9 +71,13 @@ static void gpunn_launch(unsigned grid, unsigned block, bool sync, F body) {
         gpunn_barrier = &bar;
         std::vector<std::thread> threads;
         for (unsigned t = 0; t < block; ++t)
-            threads.emplace_back([=] { blockIdx = {b, 0, 0}; threadIdx = {t, 0, 0}; body(); });
+            threads.emplace_back([=] {
+                _mm_setcsr(_mm_getcsr() | gpunn_ftz_daz);
+                blockIdx = {b, 0, 0}; threadIdx = {t, 0, 0}; body();
+            });
         for (auto& th : threads) th.join();
     }
+    _mm_setcsr(saved_csr);
 }
 """
 
@@ -88,6 +106,10 @@ def _body_uses_sync(code: str, start: int) -> bool:
 
 
 class _Function:
+    # CuPy's RawKernel attribute: the largest block the compiled kernel launches with
+    # (registers permitting); host threads have no such limit.
+    max_threads_per_block = 1024
+
     def __init__(self, fn, params, real):
         self.fn, self.params, self.real = fn, params, real
 
@@ -113,7 +135,7 @@ class RawModule:
 
     _cache: dict = {}
 
-    def __init__(self, code: str, options=()):
+    def __init__(self, code: str, options=(), flush_denormals: bool = True):
         real = ctypes.c_double if "typedef double real" in code else ctypes.c_float
         kernels = [(m.group(1), _params(m.group(2)), _body_uses_sync(code, m.start()))
                    for m in _KERNEL.finditer(code)]
@@ -125,7 +147,8 @@ class RawModule:
                 f'extern "C" void launch_{name}(unsigned grid, unsigned block, {decl}) '
                 f'{{ gpunn_launch(grid, block, {str(sync).lower()}, [=] {{ {name}({call}); }}); }}'
             )
-        text = SHIM + code + "\n" + "\n".join(launchers) + "\n"
+        text = (f"#define GPUNN_FLUSH_DENORMALS {int(flush_denormals)}\n" + SHIM + code + "\n"
+                + "\n".join(launchers) + "\n")
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
         lib = self._cache.get(key)
         if lib is None:
@@ -145,20 +168,81 @@ class RawModule:
         return self._functions[name]
 
 
-def fake_cupy() -> types.ModuleType:
-    """A ``cupy`` module good enough for gpunn.kernels' ``*_cupy`` modules, on NumPy."""
+class DeviceArray(np.ndarray):
+    """An array on the stand-in's "device": NumPy memory, but reading a value on the host
+    (``get()``, ``int()``, ``float()``, ``bool()``, ``item()``) counts as a wait for the GPU in
+    ``DeviceArray.syncs``, so a test can say that a step never waits. Indexing one element
+    gives a NumPy scalar (CuPy gives a 0-d array): such reads are not counted."""
+
+    syncs = 0
+
+    def _sync(self):
+        DeviceArray.syncs += 1
+        return self.view(np.ndarray)
+
+    def get(self):
+        return self._sync().copy()
+
+    def __int__(self):
+        return int(self._sync())
+
+    def __float__(self):
+        return float(self._sync())
+
+    def __bool__(self):
+        return bool(self._sync())
+
+    def item(self, *args):
+        return self._sync().item(*args)
+
+
+def _device(fn):
+    def make(*args, **kwargs):
+        return np.asarray(fn(*args, **kwargs)).view(DeviceArray)
+    return make
+
+
+def _refuse_host(fn):
+    def on_device(a, *args, **kwargs):
+        if not isinstance(a, DeviceArray):  # CuPy's words for a NumPy array
+            raise TypeError(f"Unsupported type {type(a)}")
+        return np.asarray(fn(a, *args, **kwargs)).view(DeviceArray)
+    return on_device
+
+
+def fake_cupy(strict: bool = False) -> types.ModuleType:
+    """A ``cupy`` module good enough for gpunn.kernels' ``*_cupy`` modules, on NumPy.
+
+    ``strict``: arrays are :class:`DeviceArray` (host reads are counted) and, as in CuPy,
+    ``ascontiguousarray`` refuses a host (NumPy) array where ``asarray`` copies it over."""
     cp = types.ModuleType("cupy")
     for name in ("empty", "empty_like", "zeros", "zeros_like", "ascontiguousarray", "matmul",
-                 "dtype", "int32", "int64", "float32", "float64", "asarray", "arange"):
+                 "dtype", "int32", "int64", "float32", "float64", "asarray", "arange",
+                 "maximum", "where", "stack", "clip"):
         setattr(cp, name, getattr(np, name))
+    cp.asnumpy = lambda a: np.array(a.get() if isinstance(a, DeviceArray) else a)
     cp.RawModule = RawModule
     cp.ndarray = np.ndarray
+    cp.cuda = types.SimpleNamespace(get_device_id=lambda: 0)
+    if strict:
+        for name in ("empty", "empty_like", "zeros", "zeros_like", "asarray", "arange"):
+            setattr(cp, name, _device(getattr(np, name)))
+        cp.ascontiguousarray = _refuse_host(np.ascontiguousarray)
+        cp.ndarray = DeviceArray
     return cp
 
 
-def install(monkeypatch) -> None:
+def install(monkeypatch, strict: bool = False) -> None:
     """Make ``import cupy`` give the stand-in and re-import the CuPy kernel modules with it."""
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
-    for mod in [m for m in sys.modules if m.startswith("gpunn.kernels.") and
-                (m.endswith("_cupy") or m.endswith("cupy_module"))]:
+    from gpunn.kernels import registry
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(strict))
+    gpu_modules = {target.split(":")[0] for (_, kind), target in registry._TABLE.items()
+                   if kind == "cupy"} | {"gpunn.kernels.cupy_module"}
+    gpu_modules |= {m for m in sys.modules if m.startswith("gpunn.kernels.") and
+                    (m.endswith("_cupy") or m.endswith("cupy_module"))}
+    for mod in gpu_modules:
+        # set, then delete: the undo restores what was there, and forgets a module the test
+        # imported against the stand-in, so that a later test on a real GPU imports CuPy's
+        monkeypatch.setitem(sys.modules, mod, None)
         monkeypatch.delitem(sys.modules, mod)

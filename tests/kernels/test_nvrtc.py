@@ -25,9 +25,23 @@ def test_source_compiles(nvrtc_library, name, dtype, arch):
         "conv": ("im2col", "col2im"),
         "pool": ("max_pool_forward", "max_pool_backward"),
         "softmax_xent": ("softmax_xent_forward", "softmax_xent_backward"),
+        "dense_sgd": ("dense_sgd_layer", "dense_sgd"),
     }[name]
     for kernel in kernels:  # extern "C": the names CuPy's get_function looks up
         assert kernel.encode() in code, f"{kernel} missing from the {arch} output of {name}"
+
+
+def test_compiles_with_cupys_exact_options_flush_to_zero_included(nvrtc_library):
+    # CuPy adds -ftz=true to every kernel: a clamp at a denormal becomes max.ftz and vanishes
+    assert nvrtc.CUPY_COMPILE == ("-std=c++17", "-ftz=true")
+    clamp = ('extern "C" __global__ void clamp(const float* p, float* out) '
+             '{ out[0] = log(fmaxf(p[0], 1e-45f)); }')
+    assert b"max.ftz.f32" in nvrtc.compile(clamp, "compute_90")
+    assert b"max.ftz.f32" not in nvrtc.compile(clamp, "compute_90", options=nvrtc.CUPY_OPTIONS)
+
+
+def test_backend_probe_kernel_compiles(nvrtc_library):
+    assert b"gpunn_probe" in nvrtc.compile(cuda_sources.PROBE, "compute_80")
 
 
 def test_failure_reports_the_log(nvrtc_library):
