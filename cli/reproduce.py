@@ -131,7 +131,8 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
         extra = (f" (members' test accuracy: "
                  f"{', '.join(f'{a:.2%}' for a in result['members'])})"
                  if spec.ensemble > 1 else
-                 f" (best validation {result['best']:.2%} at epoch {result['best_epoch']})")
+                 f" (best {'validation' if spec.chapter == 6 else spec.split} "
+                 f"{result['best']:.2%} at epoch {result['best_epoch']})")
         click.echo(f"seed {seed}: {_figure_name(spec)} {result['figure']:.2%}{extra}; "
                    f"{result['seconds']:.1f} s ({result['train_seconds']:.1f} s training, the "
                    f"rest evaluating)")
