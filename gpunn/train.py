@@ -12,8 +12,9 @@ Two things vary and are chosen once per run:
 - the **data source**: arrays or a ``gpunn.data`` split (:class:`ArraySource`, rows
   gathered ~1,000 at a time), or an image folder read ahead by background threads
   (:class:`ImageSource`, one mini-batch at a time);
-- the **step**: :class:`FusedDenseStep` (whole chunks of a float32 fully connected stack in
-  one Numba call) where it applies, else :class:`LayerStep` (backpropagation through the
+- the **step**: :class:`FusedDenseStep` (whole chunks of a fully connected stack in one
+  call of the ``dense_sgd`` kernel: Numba on the CPU, one CUDA launch on CuPy) where it
+  applies, else :class:`LayerStep` (backpropagation through the
   layers, then :class:`gpunn.optim.SGD`), for any stack on any backend.
 
 What it leaves out: printing (the CLI's callbacks print) and files (``on_checkpoint`` hands
@@ -343,13 +344,20 @@ class FusedDenseStep:
     The step never moves a network between devices: on CuPy the alternative is
     :class:`LayerStep` on the same GPU (~33 launches a mini-batch). Whether ``--device auto``
     should keep small nets on the CPU is the backend's choice, unchanged until
-    ``benchmarks/gpu_check.sh`` has measured this step on a GPU."""
+    ``benchmarks/gpu_check.sh`` has measured this step on a GPU. There, as in
+    :class:`LayerStep`, a label outside ``[0, n_out)`` is recorded in ``label_flag`` (CuPy's
+    indexing would wrap it silently), which the loop reads once a chunk."""
 
     name = "fused dense"
 
     def __init__(self, net, optimizer):
         self.net, self.optimizer = net, optimizer
         self.kernel = net.backend.kernel("dense_sgd")
+        self.label_flag = None
+        if self.kernel.backend == "cupy":
+            from gpunn.kernels import checks
+
+            self.label_flag = checks.label_flag(net.xp)
         opt = optimizer
         if opt.momentum:
             opt.init_velocities(net.layers, net.xp)
@@ -377,8 +385,21 @@ class FusedDenseStep:
 
     def run(self, X, labels, mini_batch_size: int) -> None:
         opt = self.optimizer
+        if self.label_flag is not None:
+            labels = self._record_bad_label(labels)
         self.kernel.run(self.state, X, self.net.targets(labels), mini_batch_size, opt.eta,
                         opt.lmbda, opt.l1, opt.n, opt.momentum)
+
+    def _record_bad_label(self, labels):
+        """The labels clipped to ``[0, n_out)``, the first one outside kept in the flag;
+        device operations only, so the step does not wait for the GPU."""
+        xp, k, flag = self.net.xp, self.net.n_out, self.label_flag
+        labels = xp.asarray(labels)
+        out_of_range = (labels < 0) | (labels >= k)
+        first = out_of_range.argmax()
+        found = xp.stack([out_of_range[first], labels[first]]).astype(xp.int64)
+        flag[...] = xp.where(flag[0] > 0, flag, found)  # keep the first bad label
+        return xp.clip(labels, 0, k - 1)
 
 
 def choose_step(net, optimizer, track: bool = False):

@@ -258,3 +258,55 @@ def test_on_a_gpu(cost, output, regularisation):
     for i in range(3):
         assert_matches(f"dense_sgd (GPU) w[{i}]", be.to_numpy(weights[i]), host_w[i])
         assert_matches(f"dense_sgd (GPU) b[{i}]", be.to_numpy(biases[i]), host_b[i])
+
+
+def test_the_training_loop_on_cupy_records_a_bad_label(dense_cupy, monkeypatch):
+    """CuPy's indexing would wrap label 7 of 3 classes silently; the step records it in its
+    flag (read by the loop once a chunk, as for the layer-by-layer step) and trains on
+    labels clipped into range, without waiting for the GPU."""
+    import gpunn
+    from gpunn.backend import Backend
+    from gpunn.kernels import checks, registry
+    from gpunn.optim import SGD
+    from gpunn.train import choose_step
+
+    monkeypatch.setattr(registry, "_LOADED", {})
+    net = gpunn.Network([12, 7, 3], seed=0, backend=Backend("cupy", np, "cuda:0"))
+    step = choose_step(net, SGD(0.5))
+    X, Y = _chunk()
+    labels = Y.argmax(axis=1)
+    step.run(X, labels, MINI_BATCH)
+    checks.raise_for_label_flag(step.label_flag, 3)  # all in range: nothing recorded
+    labels[[5, 9]] = 7, -1
+    step.run(X, labels, MINI_BATCH)
+    step.run(X, Y.argmax(axis=1), MINI_BATCH)  # a later good chunk keeps the first bad label
+    with pytest.raises(ConfigError, match=r"labels in \[0, K\)=\[0, 3\); received label 7"):
+        checks.raise_for_label_flag(step.label_flag, 3)
+
+
+def test_the_fused_step_never_waits_for_the_gpu(monkeypatch):
+    """The loop's fused step on the strict stand-in (arrays that count host reads): the
+    targets, the bad-label flag and the kernel stay on the device."""
+    import gpunn
+    from gpunn.backend import Backend
+    from gpunn.kernels import registry
+    from gpunn.optim import SGD
+    from gpunn.train import FusedDenseStep, choose_step
+
+    cuda_on_cpu.install(monkeypatch, strict=True)
+    monkeypatch.setattr(registry, "_LOADED", {})
+    import cupy
+
+    cupy.__getattr__ = lambda name: getattr(np, name)  # the rest of xp: NumPy's
+    cupy.eye = lambda *args, **kwargs: np.eye(*args, **kwargs).view(cuda_on_cpu.DeviceArray)
+    gpu = Backend("cupy", cupy, "cuda:0")
+    net = gpunn.Network([12, 7, 3], seed=0, backend=gpu)  # its one-hot rows: cupy.eye
+    step = choose_step(net, SGD(0.5, momentum=0.5, n=N))
+    assert isinstance(step, FusedDenseStep) and step.kernel.backend == "cupy"
+    X, Y = _chunk()
+    labels = Y.argmax(axis=1)
+    labels[3] = 9
+    before = cuda_on_cpu.DeviceArray.syncs
+    step.run(gpu.asarray(X), cupy.asarray(labels), MINI_BATCH)
+    assert cuda_on_cpu.DeviceArray.syncs == before, "the fused step waited for the GPU"
+    assert step.label_flag.get().tolist() == [1, 9]
