@@ -16,6 +16,29 @@ FETCH_DIR_OPTION = click.option(
 )
 
 
+
+class ExpandType(click.ParamType):
+    """Which copies of each training image to add: shifts, rotations, both, or none."""
+
+    name = "COPIES"
+
+    def convert(self, value, param, ctx):
+        from gpunn.data.expand import families
+        from gpunn.errors import ConfigError
+
+        try:
+            return families(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+EXPAND_OPTION = click.option(
+    "--expand", type=ExpandType(), default=None,
+    help="Add copies of each training image: 'shifts' (one pixel up, down, left, right: the "
+    "book's expanded data), 'rotations' (±15°, chapter 3's example), 'shifts,rotations' or "
+    "'none'. [default: the row's own: shifts for the expanded rows, else none]")
+
+
 @click.group()
 def data():
     """Fetch datasets and show where they are.

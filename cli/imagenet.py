@@ -78,6 +78,12 @@ def _make_toy(path: Path) -> Path:
 @click.option("--classes", type=click.IntRange(min=2), default=1000, show_default=True,
               help="Classes for --synthetic (a folder has its own).")
 @click.option("--lrn", is_flag=True, help="Local response normalisation after conv 1 and 2.")
+@click.option("--pca-noise", is_flag=True, help="KSH's PCA colour noise: each training image's "
+              "RGB values shifted along the principal components of the training pixels "
+              "(α ~ N(0, 0.1) per image and use).")
+@click.option("--ten-crop", is_flag=True, help="End with KSH's ten-crop test of the validation "
+              "set: softmax averaged over the four corner and centre crops and their mirror "
+              "images (ten times the forward passes).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs to train. [default: 90; 18 with --toy]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -117,10 +123,10 @@ def _make_toy(path: Path) -> Path:
 @DEVICE_OPTION
 @quiet_option
 @click.pass_context
-def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, epochs, batch_size, eta,
-             momentum, weight_decay, schedule, step_epochs, patience, steps, workers,
-             checkpoint_dir, resume, checkpoint_every, keep, on_nan, metrics_json, seed,
-             device, quiet):
+def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, pca_noise, ten_crop, epochs,
+             batch_size, eta, momentum, weight_decay, schedule, step_epochs, patience, steps,
+             workers, checkpoint_dir, resume, checkpoint_every, keep, on_nan, metrics_json,
+             seed, device, quiet):
     """Train KSH 2012's convnet (AlexNet) on an image folder, the toy set, or measure speed.
 
     Exactly one of --data DIR, --toy or --synthetic. Training is KSH's: SGD with momentum
@@ -131,6 +137,7 @@ def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, epochs, batch_si
 
     \b
     gpunn imagenet --toy                    # 99.5% top-1 on the toy shapes, ~5 min on 2 cores
+    gpunn imagenet --toy --pca-noise --ten-crop   # KSH's colour noise and ten-crop test
     gpunn imagenet --data ~/imagenet --arch alexnet --device cuda --checkpoint-dir ckpt
     gpunn imagenet --data ~/imagenet --resume ckpt   # continue from the latest checkpoint
     gpunn imagenet --synthetic --steps 5    # images/s, training and forward only
@@ -144,6 +151,9 @@ def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, epochs, batch_si
     if not bare_resume and toy + synthetic + (data_dir is not None and not toy) != 1:
         raise UserError("give one of --data DIR, --toy or --synthetic (see 'gpunn imagenet "
                         "--help')")
+    if synthetic and (pca_noise or ten_crop):
+        raise UserError(f"{'--pca-noise' if pca_noise else '--ten-crop'} needs images to crop "
+                        f"and colour: give --data DIR or --toy instead of --synthetic")
     check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
     if data_dir is not None and not toy and not data_dir.is_dir():
         raise UserError(f"--data {data_dir} is not a folder; give an image folder "
@@ -165,19 +175,22 @@ def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, epochs, batch_si
         if not (data_dir / "train").is_dir():
             click.echo(f"making the toy image folder in {data_dir}")
             _make_toy(data_dir)
+    from gpunn.data.colour import KSH_ALPHA_STD
+
     settings = {"arch": arch, "lrn": lrn, "epochs": epochs or defaults["epochs"],
                 "batch_size": batch_size or defaults["batch_size"],
                 "eta": eta or defaults["eta"], "momentum": momentum,
                 "weight_decay": weight_decay, "schedule": schedule,
                 "step_epochs": step_epochs or defaults["step_epochs"], "patience": patience,
-                "steps": steps, "workers": workers, "seed": seed, "data": str(data_dir)}
+                "steps": steps, "workers": workers, "seed": seed, "data": str(data_dir),
+                "pca_noise": KSH_ALPHA_STD if pca_noise else 0.0, "ten_crop": ten_crop}
     run = {"checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every,
            "keep": keep, "on_nan": on_nan, "quiet": quiet}
     _train(settings, backend, resume, metrics_json, run)
 
 
 # What a resumed run may change; any other option given must agree with the checkpoint.
-_MAY_CHANGE = ("epochs", "eta", "workers", "data")
+_MAY_CHANGE = ("epochs", "eta", "workers", "data", "ten_crop")
 
 
 def _resume(resume, checkpoint_dir, settings, backend):
@@ -222,7 +235,9 @@ def _train(settings, backend, resume, metrics_json, run):
 
     from gpunn import imagenet as library
     from gpunn import models
+    from gpunn.cli.main import primary
     from gpunn.data import open_image_folder
+    from gpunn.distributed import world
 
     state = None
     checkpoint_dir = run["checkpoint_dir"]
@@ -246,7 +261,9 @@ def _train(settings, backend, resume, metrics_json, run):
     click.get_current_context().meta["gpunn.batch_size"] = settings["batch_size"]
     click.echo(f"{arch}: {net.num_params:,} parameters on {backend.device}; "
                f"{len(train_set):,} training and {len(val_set):,} validation images in "
-               f"{len(train_set.classes)} classes")
+               f"{len(train_set.classes)} classes"
+               + (f"; PCA colour noise α ~ N(0, {settings['pca_noise']:g})"
+                  if settings.get("pca_noise") else ""))
     epochs = settings["epochs"]
 
     def describe(record):
@@ -272,8 +289,8 @@ def _train(settings, backend, resume, metrics_json, run):
         weight_decay=settings["weight_decay"], schedule=settings["schedule"],
         step_epochs=settings["step_epochs"], patience=settings["patience"],
         seed=settings["seed"], workers=settings["workers"], steps=settings["steps"],
-        checkpoint_every=run["checkpoint_every"], on_nan=run["on_nan"], resume=state),
-        len(train_set))
+        checkpoint_every=run["checkpoint_every"], on_nan=run["on_nan"], resume=state,
+        pca_noise=settings.get("pca_noise", 0.0), comm=world(backend)), len(train_set))
     seconds = time.perf_counter() - start
     if history.stop_reason != "completed":
         click.echo(history.stop_reason)
@@ -282,13 +299,21 @@ def _train(settings, backend, resume, metrics_json, run):
         click.echo(f"validation: top-1 {final['evaluation_accuracy']:.2%}  top-5 "
                    f"{final['evaluation_top5']:.2%}  ({len(val_set):,} images)  in "
                    f"{seconds:.0f}s")
-    if metrics_json:
+    ten = None
+    if settings.get("ten_crop"):
+        start = time.perf_counter()
+        ten = library.evaluate(net, val_set, batch_size=10 * settings["batch_size"],
+                               workers=settings["workers"], ten_crop=True)
+        click.echo(f"validation, ten crops: top-1 {ten['top1']:.2%}  top-5 {ten['top5']:.2%}  "
+                   f"({ten['images']:,} images)  in {time.perf_counter() - start:.0f}s")
+    if metrics_json and primary():  # rank 0 writes
         from gpunn.cli.main import write_json
 
         write_json(metrics_json, {
             "epochs": history.epochs, "stop_reason": history.stop_reason,
             "val_top1": final.get("evaluation_accuracy"),
             "val_top5": final.get("evaluation_top5"), "seconds": seconds,
+            "val_ten_crop": ten,
             "device": backend.device, "config": settings})
 
 

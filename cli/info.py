@@ -59,6 +59,24 @@ def info(device: str):
         mem = be.memory_info()
         rows.append(("GPU memory", f"{mem['free'] / 2**30:.1f} GiB free of "
                                    f"{mem['total'] / 2**30:.1f} GiB"))
+    rows += _ranks(be)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+
+
+def _ranks(be) -> list:
+    """The rows about data-parallel runs: this rank and the job's size, MPI, NCCL."""
+    from gpunn import distributed
+
+    comm = distributed.world()  # mpi4py is imported only under mpiexec with several ranks
+    if comm.size > 1:
+        mpi = f"yes ({' '.join(comm.MPI.Get_library_version().split()[:3])})"
+        ranks = f"{comm.size} (this is rank {comm.rank}; only rank 0 prints)"
+    else:
+        version = _version("mpi4py")
+        mpi = (f"mpi4py {version}; run under mpiexec -n N" if version[0].isdigit()
+               else f"mpi4py {version}; pip install 'gpunn[mpi]'")
+        ranks = "1 (not started by mpiexec)"
+    nccl = distributed.nccl_available() if be.name == "cupy" else "no (needs --device cuda)"
+    return [("ranks", ranks), ("MPI", mpi), ("NCCL", nccl)]

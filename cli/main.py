@@ -42,6 +42,7 @@ class GpunnGroup(click.Group):
              **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        ranks = _Ranks.start()
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
@@ -49,12 +50,26 @@ class GpunnGroup(click.Group):
             ctx = getattr(exc, "ctx", None)
             if isinstance(exc, click.UsageError) and ctx is not None:
                 message += f" (see '{ctx.command_path} --help')"
-            click.echo(f"gpunn: error: {message}", err=True)
-            sys.exit(exc.exit_code)
+            ranks.fail(f"gpunn: error: {message}", exc.exit_code)
         except click.Abort:
-            click.echo("gpunn: aborted", err=True)
-            sys.exit(130)
+            ranks.fail("gpunn: aborted", 130)
+        except Exception:  # a bug on one rank: its traceback, then every rank ends
+            if ranks.comm is None:
+                raise
+            import traceback
+
+            ranks.fail(traceback.format_exc().rstrip(), 1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        from gpunn.distributed import launched_size
+
+        if launched_size() > 1 and name not in DATA_PARALLEL:
+            raise UserError(f"`gpunn {name}` does not run data parallel yet; under mpiexec "
+                            f"use {' or '.join(f'`gpunn {c}`' for c in DATA_PARALLEL)}, or "
+                            f"run `gpunn {name}` without mpiexec")
+        return name, command, rest
 
     def invoke(self, ctx):
         try:
@@ -82,6 +97,61 @@ class GpunnGroup(click.Group):
     def list_commands(self, ctx):
         _load_commands(self)
         return super().list_commands(ctx)
+
+
+# The commands that run as one job under `mpiexec -n N` (N > 1); the others refuse there.
+DATA_PARALLEL = ("train", "reproduce", "imagenet", "info")
+
+
+class _Ranks:
+    """The command's side of a run under ``mpiexec -n N`` (N > 1): only rank 0 prints (the
+    others' stdout and stderr go to /dev/null), and an error on any rank is one line and
+    MPI_Abort, which ends every rank at once (the others would wait in the next all-reduce
+    for ever). Without mpiexec, or with one rank, nothing changes."""
+
+    def __init__(self, comm=None, stderr=None):
+        self.comm, self.stderr = comm, stderr
+
+    @classmethod
+    def start(cls):
+        from gpunn import distributed
+
+        if distributed.launched_size() <= 1:
+            return cls()
+        try:
+            comm = distributed.world()
+        except distributed.MPIUnavailable as exc:
+            if distributed.launched_rank() == 0:  # one line for the job, not one a rank
+                click.echo(f"gpunn: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        ranks = cls(comm, sys.stderr)
+        if comm.rank > 0:
+            import os
+
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process
+        return ranks
+
+    def fail(self, line: str, code: int):
+        """Print ``line`` on stderr and exit ``code``; under MPI, abort every rank."""
+        if self.comm is None:
+            click.echo(line, err=True)
+            sys.exit(code)
+        if self.comm.rank > 0:
+            # The same mistake (a bad option) fails on every rank: rank 0's abort ends this
+            # one before it prints, so the job shows the line once.
+            import time
+
+            time.sleep(1.0)
+        print(line, file=self.stderr, flush=True)
+        self.comm.abort(code)
+        sys.exit(code)  # MPI_Abort ends the process; should it return, so does this
+
+
+def primary() -> bool:
+    """True on the rank that prints and writes files: rank 0, or the only process."""
+    from gpunn import distributed
+
+    return distributed.launched_size() <= 1 or distributed.world().rank == 0
 
 
 def _load_commands(group: click.Group) -> None:
@@ -177,8 +247,10 @@ def select_backend(device: str):
     The backend is remembered in the click context, so the group frees its memory pool on
     exit and can report free memory after an out-of-memory error.
     """
-    from gpunn import backend
+    from gpunn import backend, distributed
 
+    if device == "cuda" and distributed.launched_size() > 1:
+        device = f"cuda:{distributed.local_rank()}"  # one GPU a rank, by its local rank
     try:
         be = backend.select(device)
     except backend.BackendUnavailable as exc:

@@ -10,10 +10,12 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from gpunn.cli.data import EXPAND_OPTION
 from gpunn.cli.main import (
     DATA_DIR_OPTION,
     DEVICE_OPTION,
     UserError,
+    primary,
     select_backend,
     skipped_checkpoint_notes,
     write_json,
@@ -48,6 +50,7 @@ def _list_rows() -> None:
 @click.option("--compat", type=click.Choice(["book", "network3"]), default="book",
               show_default=True, help="Follow the book's text, or network3.py's actual code "
                                       "(FC init, L2 scaling, dropout scaling).")
+@EXPAND_OPTION
 @DEVICE_OPTION
 @DATA_DIR_OPTION
 @click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
@@ -61,14 +64,15 @@ def _list_rows() -> None:
                    "DIR holds nothing of this row.")
 @checkpoint_options
 @quiet_option
-def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, metrics_json,
-              checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
+def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, data_dir,
+              metrics_json, checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
     """Train one of the book's results (ROW) and print the book's figure beside gpunn's.
 
     \b
       gpunn reproduce --list
       gpunn reproduce ch6-relu --seeds 3
       gpunn reproduce ch6-dropout --quick
+      gpunn reproduce ch6-relu --expand shifts,rotations
     """
     from gpunn import book
 
@@ -97,13 +101,17 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
     click.echo(f"{spec.name}: {spec.title}; book {spec.book:.2f}% ({spec.split}); "
                f"{plural(seeds, 'seed')} x {plural(n_epochs, 'epoch')}"
                + (f" x {plural(members_per_seed, 'member')}" if spec.ensemble > 1 else "")
-               + f" on {be.name} ({be.device})", err=True)
+               + f" on {be.name} ({be.device})"
+               + (f"; --expand {expand} (the book: "
+                  f"{'shifts' if spec.expanded else 'none'})" if expand else ""), err=True)
     if quick:
         click.echo(f"--quick: a smoke test of the command ({QUICK_TRAIN_SIZE:,} training "
                    f"images, 1 epoch); its figures are not the book's and are expected to be "
                    f"far below {spec.book:.2f}%", err=True)
     results = []
     settings = {"row": spec.name, "compat": compat, "epochs": n_epochs, "quick": quick}
+    if expand is not None:  # only when given: runs checkpointed before --expand still match
+        settings["expand"] = expand
     run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
            "quiet": quiet}
     for seed in range(1, seeds + 1):
@@ -141,7 +149,7 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, device, data_dir, me
                f"{plural(len(results), 'seed')}; book {spec.book:.2f}%"
                + (" (--quick: a smoke test, not comparable)" if quick else "")
                + f"; {sum(r['seconds'] for r in results):.1f} s in all")
-    if metrics_json:
+    if metrics_json and primary():  # rank 0 writes
         write_json(metrics_json, {"row": spec.name, "book": spec.book,
                                           "split": spec.split, "compat": compat,
                                           "quick": quick, "epochs": n_epochs,
@@ -181,6 +189,7 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
     import gpunn
     from gpunn import book
     from gpunn.checkpoint import latest_checkpoint, load_checkpoint
+    from gpunn.distributed import world
 
     resume = None
     if run_dir is not None:
@@ -221,8 +230,8 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
     result = session.run(functools.partial(
         book.run_row, spec, data, seed, epochs=epochs, backend=be, compat=compat,
         train_size=train_size, resume=(net, state), checkpoint_every=run["checkpoint_every"],
-        on_nan=run["on_nan"]))
-    if run_dir is not None:
+        on_nan=run["on_nan"], expand=settings.get("expand"), comm=world(be)))
+    if run_dir is not None and primary():  # rank 0 writes
         gpunn.save(result["net"], run_dir / "model.npz")
         write_json(str(run_dir / "result.json"),
                    {**{k: v for k, v in result.items() if k != "net"}, "settings": settings})

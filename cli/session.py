@@ -134,15 +134,17 @@ class Session:
             self.close_bar()
         reason = history["stop_reason"] if isinstance(history, dict) else history.stop_reason
         if reason == "interrupted":
+            # under mpiexec a rank may stop because another was signalled: exit as it does
+            name, code = guard.name or "SIGINT", guard.exit_code or 130
             where = self.where(n)
             if self.last_path:
-                click.echo(f"gpunn: {guard.name}: stopped {self.label}{where}; checkpoint "
+                click.echo(f"gpunn: {name}: stopped {self.label}{where}; checkpoint "
                            f"{self.last_path}; resume with: {self.resume_hint}", err=True)
             else:
-                click.echo(f"gpunn: {guard.name}: stopped {self.label}{where}; no "
+                click.echo(f"gpunn: {name}: stopped {self.label}{where}; no "
                            f"--checkpoint-dir was given, so there is nothing to resume",
                            err=True)
-            click.get_current_context().exit(guard.exit_code)
+            click.get_current_context().exit(code)
         return history
 
     def where(self, n: int | None) -> str:

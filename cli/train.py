@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from gpunn.cli.data import EXPAND_OPTION
 from gpunn.cli.main import (
     DATA_DIR_OPTION,
     DEVICE_OPTION,
@@ -114,6 +115,7 @@ _FC_ONLY = ("sizes", "activation", "cost", "dropout", "init")
                    "η/128 (0: off).")
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Train on only the first N training images (chapter 3's overfitting).")
+@EXPAND_OPTION
 @click.option("--eval-on", type=click.Choice(["validation", "test"]), default="validation",
               show_default=True, help="Which split to report after each epoch.")
 @click.option("--seed", type=int, default=1, show_default=True,
@@ -143,7 +145,8 @@ _FC_ONLY = ("sizes", "activation", "cost", "dropout", "init")
 @checkpoint_options
 @quiet_option
 def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size, lmbda, l1,
-          momentum, dropout, init, early_stop, schedule, train_size, eval_on, seed, device,
+          momentum, dropout, init, early_stop, schedule, train_size, expand, eval_on, seed,
+          device,
           dataset, data_dir, save_path, metrics_json, monitor_training, track_layer_speed,
           plot_path, checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
     """Train one of the book's networks on MNIST and report its test accuracy.
@@ -178,7 +181,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
                             f"without --preset for a fully connected network")
     config.update({k: v for k, v in given.items() if v is not None})
     config.update({"preset": preset, "seed": seed, "dataset": dataset,
-                   "train_size": train_size, "eval_on": eval_on,
+                   "train_size": train_size, "expand": expand, "eval_on": eval_on,
                    "data_dir": str(Path(data_dir).resolve()) if data_dir else None})
     check_outputs({"--save": save_path, "--metrics-json": metrics_json, "--plot": plot_path},
                   {"--checkpoint-dir": checkpoint_dir})
@@ -196,15 +199,20 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
     import numpy as np
 
     import gpunn
+    from gpunn.train import evaluate as evaluate_on
 
     be = be or select_backend(device)
+    from gpunn.distributed import world
+
+    comm = world(be)
     click.get_current_context().meta["gpunn.batch_size"] = config["batch_size"]
     data = _load_data(dataset, data_dir, quiet)
     training = data.train if not train_size else data.train.subset(train_size)
-    if config.get("row") and presets.rows()[config["row"]].expanded:
-        from gpunn.data.expand import expand_mnist
+    row_expanded = bool(config.get("row")) and presets.rows()[config["row"]].expanded
+    if config.get("expand") or row_expanded:  # --expand, else the row's own (shifts)
+        from gpunn.data.expand import expanded
 
-        training = expand_mnist(training)
+        training = expanded(training, config.get("expand") or "shifts")
     evaluation = data.validation if eval_on == "validation" else data.test
     if resumed is None:
         net, state = _build(config, seed, be), None
@@ -248,12 +256,16 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
         schedule_n=config["schedule"], monitor_evaluation_cost=True,
         monitor_training_accuracy=monitor_training or bool(plot_path),
         monitor_training_cost=monitor_training or bool(plot_path),
-        resume=state, checkpoint_every=checkpoint_every, on_nan=on_nan), len(training))
+        resume=state, checkpoint_every=checkpoint_every, on_nan=on_nan, comm=comm),
+        len(training))
     seconds = time.perf_counter() - start
-    test_accuracy = net.accuracy(data.test)
+    test_accuracy = evaluate_on(net, data.test, comm=comm)["accuracy"]
+    ranks = f" x {comm.size} ranks ({comm.name})" if comm.size > 1 else ""
     click.echo(f"test accuracy {test_accuracy:.2%} after {plural(len(history), 'epoch')} in "
-               f"{seconds:.1f} s on {be.name} ({be.device})"
+               f"{seconds:.1f} s on {be.name} ({be.device}){ranks}"
                + ("" if history.stop_reason == "completed" else f"; {history.stop_reason}"))
+    if comm.rank != 0:
+        return  # rank 0 writes the files
     if save_path:
         path = gpunn.save(net, save_path, training=config)
         click.echo(f"saved the network to {path}")
@@ -269,6 +281,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
             "seconds": seconds,
             "device": be.device,
             "backend": be.name,
+            "ranks": comm.size,
             "config": config,
         })
 

@@ -137,7 +137,7 @@ def build(row: Row, seed=None, backend="auto", compat: str = "book"):
 def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="book",
             train_size=None, on_epoch=None, on_progress=None, resume=None,
             on_checkpoint=None, should_stop=None, checkpoint_every: int = 0,
-            on_nan: str = "stop") -> dict:
+            on_nan: str = "stop", expand: str | None = None, comm=None) -> dict:
     """Train ``row`` once with ``seed``; returns its accuracies and time.
 
     ``data`` is a gpunn.data Dataset. Reports ``final`` (the watched split after the last
@@ -148,14 +148,19 @@ def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="b
     ``resume=(net, state)`` (from :func:`gpunn.checkpoint.load_checkpoint`) continues a run
     stopped by ``should_stop``; ``on_checkpoint``, ``checkpoint_every``, ``should_stop`` and
     ``on_nan`` are passed to :meth:`gpunn.Network.sgd`. ``stop_reason`` in the result says
-    whether it finished.
+    whether it finished. ``expand`` ("shifts", "rotations", "shifts,rotations" or "none";
+    see :func:`gpunn.data.expand.expanded`) replaces the row's own choice of training data
+    (shifts for the expanded rows, else none). ``comm`` (:mod:`gpunn.distributed`) trains
+    and evaluates across its ranks (see :func:`gpunn.train.fit`).
     """
-    from gpunn.data.expand import expand_mnist
+    from gpunn.data.expand import expanded
+    from gpunn.train import evaluate
 
     epochs = epochs or row.epochs
     train = data.train if not train_size else data.train.subset(train_size)
-    if row.expanded:
-        train = expand_mnist(train)
+    if expand is None:
+        expand = "shifts" if row.expanded else "none"
+    train = expanded(train, expand)
     net, state = resume if resume is not None else (
         build(row, seed=seed, backend=backend, compat=compat), None)
     watch = data.validation if row.chapter == 6 else getattr(data, row.split)
@@ -166,12 +171,15 @@ def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="b
             best.update(accuracy=record["evaluation_accuracy"], epoch=record["epoch"],
                         test=record.get("test_accuracy"))
 
+    def test_accuracy():
+        return evaluate(net, data.test, comm=comm)["accuracy"]  # split over the ranks
+
     def epoch_done(record):
         acc = record["evaluation_accuracy"]
         if acc > best["accuracy"]:
             best.update(accuracy=acc, epoch=record["epoch"])
             if row.chapter == 6:
-                best["test"] = record["test_accuracy"] = net.accuracy(data.test)
+                best["test"] = record["test_accuracy"] = test_accuracy()
         if on_epoch is not None:
             on_epoch(record)
 
@@ -181,13 +189,13 @@ def run_row(row: Row, data, seed: int, *, epochs=None, backend="auto", compat="b
                       evaluation_data=watch, on_epoch=epoch_done, on_progress=on_progress,
                       regularisation_n=n_l2, resume=state, on_checkpoint=on_checkpoint,
                       should_stop=should_stop, checkpoint_every=checkpoint_every,
-                      on_nan=on_nan)
+                      on_nan=on_nan, comm=comm)
     final = history[-1]["evaluation_accuracy"] if len(history) else None
     return {
         "row": row.name, "seed": seed, "epochs": len(history), "net": net,
         "stop_reason": history.stop_reason,
         "final": final, "best": best["accuracy"], "best_epoch": best["epoch"],
-        "test": net.accuracy(data.test), "test_at_best": best["test"],
+        "test": test_accuracy(), "test_at_best": best["test"],
         # the number to set beside the book's: network3's for chapter 6, else the last epoch
         "figure": best["test"] if row.chapter == 6 else final,
         "seconds": time.perf_counter() - start,

@@ -16,8 +16,11 @@ for ``patience`` epochs (``"plateau"``); batches come from an :class:`gpunn.trai
 epoch records the training cost and top-1 of the mini-batches as they were trained, and
 top-1, top-5 and the cost on the validation set. Checkpoints, resume (exact, mid-epoch too),
 stop requests and the divergence guard are the loop's (see :func:`gpunn.train.fit`).
+``pca_noise`` adds KSH's PCA colour noise to the training images (:mod:`gpunn.data.colour`);
+``evaluate(..., ten_crop=True)`` is KSH's ten-crop testing: the softmax outputs of the four
+corner and the centre crops and their mirror images, averaged.
 
-What it leaves out: ten-crop testing, PCA colour noise, the two-GPU model split.
+What it leaves out: the two-GPU model split.
 """
 
 from __future__ import annotations
@@ -47,20 +50,67 @@ def topk_accuracy(outputs, labels, k: int = 1) -> float:
     return float(topk_correct(outputs, labels, k).mean())
 
 
-def evaluate(net, source, batch_size: int = 128, workers: int = 2, on_batch=None) -> dict:
+def evaluate(net, source, batch_size: int = 128, workers: int = 2, on_batch=None,
+             ten_crop: bool = False) -> dict:
     """Top-1, top-5 accuracy and mean loss of ``net`` on ``source`` (centre crops).
 
     ``source`` is anything with ``len`` and ``load(indices, rng) -> (X, y)``: an
     :class:`~gpunn.data.ImageFolder` split or :class:`~gpunn.data.SyntheticImages`.
     ``on_batch(done, total)`` follows each batch. Returns ``{"top1", "top5", "loss",
-    "images"}`` with the accuracies as fractions.
+    "images"}`` with the accuracies as fractions. ``ten_crop=True`` (an image folder only)
+    scores each image by its softmax outputs averaged over KSH's ten crops (ten times the
+    forward passes; ``batch_size`` counts crops); the loss is then that of the average.
     """
     from gpunn.train import evaluate as evaluate_source
 
+    if ten_crop:
+        return _evaluate_ten_crops(net, source, batch_size, workers, on_batch)
     figures = evaluate_source(net, ImageSource(source, batch_size, workers=workers), (1, 5),
                               cost=True, batch_size=batch_size, on_batch=on_batch)
     return {"top1": figures["accuracy"], "top5": figures["top5"], "loss": figures["cost"],
             "images": figures["images"]}
+
+
+class _TenCrops:
+    """An image folder split whose batches are its images' ten crops, uint8 (10 n, H, W, 3)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, indices, rng=None):
+        return self.dataset.load_ten_crops(indices), self.dataset.labels[indices]
+
+
+def _evaluate_ten_crops(net, source, batch_size, workers, on_batch) -> dict:
+    """:func:`evaluate` with ``ten_crop=True``: crops decoded ahead by threads, normalised on
+    the device, each image's ten softmax outputs averaged before top-k and the loss."""
+    from gpunn.data import Prefetcher
+
+    if not hasattr(source, "load_ten_crops"):
+        raise ConfigError(f"ten-crop testing needs an image folder (gpunn.data.ImageFolder), "
+                          f"whose images are larger than the crop; received "
+                          f"{type(source).__name__}")
+    be, xp = net.backend, net.xp
+    hits, total_cost, done = {1: 0, 5: 0}, 0.0, 0
+    with Prefetcher(_TenCrops(source), max(1, batch_size // 10), shuffle=False,
+                    workers=workers) as batches:
+        for crops, y in batches:
+            X = source.normalise(be.asarray(crops, dtype=None), xp)
+            a = net.feedforward(be.asarray(X, dtype=net.dtype))
+            p = a.reshape(len(y), 10, a.shape[-1]).mean(axis=1)  # KSH: average the softmax
+            labels = xp.asarray(y)
+            for k in hits:
+                hits[k] = hits[k] + topk_correct(p, labels, min(k, net.n_out)).sum()
+            total_cost += float(net.cost.fn(p, net.targets(labels))) * len(y)
+            done += len(y)
+            if on_batch is not None:
+                on_batch(done, len(source))
+    n = max(done, 1)
+    return {"top1": int(hits[1]) / n, "top5": int(hits[5]) / n, "loss": total_cost / n,
+            "images": done}
 
 
 def _check(name, value, low, high=math.inf, integer=False):
@@ -76,7 +126,8 @@ def train(net, train_source, val_source=None, epochs: int = 10, batch_size: int 
           schedule: str = "step", step_epochs: int = 30, patience: int = 2, seed: int = 0,
           workers: int = 2, on_epoch=None, on_progress=None, steps: int | None = None,
           on_checkpoint=None, checkpoint_every: int = 0, should_stop=None,
-          on_nan: str = "stop", resume: dict | None = None) -> History:
+          on_nan: str = "stop", resume: dict | None = None,
+          pca_noise: float = 0.0, comm=None) -> History:
     """Train ``net`` on ``train_source`` for ``epochs`` epochs; returns a :class:`History`.
 
     Args:
@@ -94,12 +145,22 @@ def train(net, train_source, val_source=None, epochs: int = 10, batch_size: int 
             val_source, evaluation_accuracy (top-1), evaluation_top5, evaluation_cost.
         on_checkpoint, checkpoint_every, should_stop, on_nan, resume: as
             :func:`gpunn.train.fit` (store states with :mod:`gpunn.checkpoint`).
+        pca_noise: the standard deviation of KSH's PCA colour noise (0.1 in the paper; 0,
+            the default, for none): ``train_source``, an image folder, is wrapped in
+            :class:`gpunn.data.colour.PCANoise`.
+        comm: a communicator of :mod:`gpunn.distributed`: the ranks train data parallel
+            (each loads every batch and takes its slice; see :func:`gpunn.train.fit`).
     """
     for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
                              ("step_epochs", step_epochs, 1), ("patience", patience, 1),
                              ("workers", workers, 0)):
         _check(name, value, low, integer=True)
     _check("weight_decay", weight_decay, 0)
+    _check("pca_noise", pca_noise, 0)
+    if pca_noise:
+        from gpunn.data.colour import PCANoise
+
+        train_source = PCANoise(train_source, pca_noise)
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}; received "
                           f"{schedule!r}")
@@ -121,8 +182,9 @@ def train(net, train_source, val_source=None, epochs: int = 10, batch_size: int 
                schedule=plan, topk=(1, 5), monitor_evaluation_cost=True,
                track_training=True, on_epoch=on_epoch, on_progress=on_progress,
                on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every,
-               should_stop=should_stop, on_nan=on_nan, resume=resume, steps=steps,
-               settings={"seed": seed, "batch_size": batch_size, "schedule_kind": schedule})
+               should_stop=should_stop, on_nan=on_nan, resume=resume, steps=steps, comm=comm,
+               settings={"seed": seed, "batch_size": batch_size, "schedule_kind": schedule,
+                         **({"pca_noise": pca_noise} if pca_noise else {})})
 
 
 def throughput(net, source, batch_size: int = 64, steps: int = 5, warmup: int = 1,

@@ -64,6 +64,11 @@ class Layer:
         return [(self.w, getattr(self, "nabla_w", None), True),
                 (self.b, getattr(self, "nabla_b", None), False)]
 
+    def zero_gradients(self) -> None:
+        """Gradients of zero (a data-parallel rank whose slice of a mini-batch is empty)."""
+        if self.w is not None:
+            self.nabla_w, self.nabla_b = self.w * 0, self.b * 0
+
     @property
     def num_params(self) -> int:
         return sum(int(np.prod(p.shape)) for p, _, _ in self.param_groups())

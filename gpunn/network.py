@@ -271,7 +271,7 @@ class Network:
             schedule_n: int = 0, schedule_floor: float = 1 / 128,
             on_epoch=None, on_progress=None, regularisation_n: int | None = None,
             resume: dict | None = None, on_checkpoint=None, checkpoint_every: int = 0,
-            should_stop=None, on_nan: str = "stop") -> History:
+            should_stop=None, on_nan: str = "stop", comm=None) -> History:
         """Mini-batch stochastic gradient descent, as in the book's ``network2.SGD``.
 
         training_data / evaluation_data: a ``gpunn.data`` Split or a pair (X, y).
@@ -282,7 +282,7 @@ class Network:
         on_progress(done, total): called as examples of the epoch are processed.
         regularisation_n: the n in the L2/L1 terms λ/n (default: the training-set size;
             network3 uses the number of mini-batches).
-        on_checkpoint, checkpoint_every, resume, should_stop, on_nan: see
+        on_checkpoint, checkpoint_every, resume, should_stop, on_nan, comm: see
             :func:`gpunn.train.fit` (a resumed run is bit-identical on the CPU).
 
         The momentum buffers are kept on the network across calls (``velocities``).
@@ -301,7 +301,7 @@ class Network:
                        monitor_training_accuracy=monitor_training_accuracy,
                        on_epoch=on_epoch, on_progress=on_progress, on_checkpoint=on_checkpoint,
                        checkpoint_every=checkpoint_every, should_stop=should_stop,
-                       on_nan=on_nan, resume=resume)
+                       on_nan=on_nan, resume=resume, comm=comm)
         finally:
             self.velocities = optimizer.velocities
 

@@ -15,7 +15,9 @@ Two things vary and are chosen once per run:
 - the **step**: :class:`FusedDenseStep` (whole chunks of a fully connected stack in one
   call of the ``dense_sgd`` kernel: Numba on the CPU, one CUDA launch on CuPy) where it
   applies, else :class:`LayerStep` (backpropagation through the
-  layers, then :class:`gpunn.optim.SGD`), for any stack on any backend.
+  layers, then :class:`gpunn.optim.SGD`), for any stack on any backend; on several ranks
+  (a ``comm`` of :mod:`gpunn.distributed`), :class:`DistributedStep`, which sums the
+  ranks' gradients of each mini-batch in one all-reduce.
 
 What it leaves out: printing (the CLI's callbacks print) and files (``on_checkpoint`` hands
 the state to whoever stores it, see :mod:`gpunn.checkpoint`).
@@ -29,10 +31,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from gpunn.distributed import Single
 from gpunn.errors import ConfigError, TrainingDiverged
 
 __all__ = ["History", "Schedule", "ArraySource", "ImageSource", "as_source", "LayerStep",
-           "FusedDenseStep", "choose_step", "evaluate", "fit", "topk_correct"]
+           "FusedDenseStep", "DistributedStep", "choose_step", "evaluate", "fit", "topk_correct"]
 
 # Examples converted to float32 and moved to the device at a time: large enough to amortise
 # the conversion, small enough to keep memory flat (1,000 MNIST images = 3 MB).
@@ -335,6 +338,50 @@ class LayerStep:
         return (cost_sum, correct) if self.track else None
 
 
+class DistributedStep(LayerStep):
+    """:class:`LayerStep` on ``comm.size`` ranks: each backpropagates its slice of every
+    global mini-batch, and the ranks sum their gradients in one all-reduce a step.
+
+    A mini-batch of m examples (rows ``k .. k + m`` of the chunk, the same on every rank)
+    is cut into ``size`` slices; rank r's mean gradient over its m_r examples, times m_r,
+    is its share of the batch's summed gradient. Every layer's shares are packed into one
+    buffer, summed over the ranks, unpacked and divided by m: the mean gradient one process
+    would compute, so the optimiser steps identically on every rank.
+    """
+
+    name = "data-parallel"
+
+    def __init__(self, net, optimizer, comm, track: bool = False):
+        super().__init__(net, optimizer, track)
+        self.comm = comm
+
+    def run(self, X, labels, mini_batch_size: int):
+        from gpunn.distributed import pack, unpack
+
+        net, xp, comm = self.net, self.net.xp, self.comm
+        cost_sum, correct = 0.0, 0
+        for k in range(0, X.shape[0], mini_batch_size):
+            m = min(mini_batch_size, X.shape[0] - k)  # the last batch may be short
+            lo, hi = k + m * comm.rank // comm.size, k + m * (comm.rank + 1) // comm.size
+            if hi > lo:
+                out, cost = net.train_batch(X[lo:hi], labels[lo:hi], want_cost=self.track,
+                                            label_flag=self.label_flag)
+            else:  # fewer examples than ranks: this rank adds nothing to the sum
+                for layer in net.layers:
+                    layer.zero_gradients()
+            grads = [grad for layer in net.layers for _, grad, _ in layer.param_groups()]
+            buffer = pack(grads, xp)
+            buffer *= buffer.dtype.type(hi - lo)  # the slice's mean -> its share of the sum
+            comm.all_reduce(buffer)
+            buffer /= buffer.dtype.type(m)  # the batch's summed gradient -> its mean
+            unpack(buffer, grads)
+            self.optimizer.step(net.layers, xp)
+            if self.track and hi > lo:
+                cost_sum = cost_sum + cost * (hi - lo)
+                correct = correct + topk_correct(out, labels[lo:hi], 1).sum()
+        return (cost_sum, correct) if self.track else None
+
+
 class FusedDenseStep:
     """Whole chunks of a float32 fully connected stack in one call of the ``dense_sgd``
     kernel (Numba on the CPU, one CUDA launch on CuPy): the same update as
@@ -402,8 +449,12 @@ class FusedDenseStep:
         return xp.clip(labels, 0, k - 1)
 
 
-def choose_step(net, optimizer, track: bool = False):
-    """The fused dense step where it applies (and nothing is tracked), else layer by layer."""
+def choose_step(net, optimizer, track: bool = False, comm=None):
+    """The data-parallel step on several ranks (``comm``); else the fused dense step where
+    it applies (and nothing is tracked), else layer by layer. (The fused step updates the
+    weights inside its kernel, so it cannot all-reduce each mini-batch's gradient.)"""
+    if comm is not None and comm.size > 1:
+        return DistributedStep(net, optimizer, comm, track)
     if not track and FusedDenseStep.applies(net):
         return FusedDenseStep(net, optimizer)
     return LayerStep(net, optimizer, track)
@@ -427,19 +478,24 @@ def _xp(a):
 
 
 def evaluate(net, data, topk=(1,), cost: bool = False, optimizer=None,
-             batch_size: int | None = None, on_batch=None) -> dict:
+             batch_size: int | None = None, on_batch=None, comm=None) -> dict:
     """Accuracy (and top-k, and the cost) of ``net`` on ``data`` (a source, Split or (X, y)).
 
     Returns ``{"accuracy", "correct", "images"}``, ``"top{k}"`` for each k > 1 in ``topk``
     and, with ``cost``, ``"cost"``: the mean cost plus, given the ``optimizer``, its
     regularisation terms (λ/2n)Σw² + (λ₁/n)Σ|w|. ``on_batch(done, total)`` follows each batch.
+    With ``comm`` (:mod:`gpunn.distributed`) of several ranks, rank r takes batches r, r +
+    size, ... and the counts are summed: every rank returns the figures of the whole set.
     """
     source = as_source(data)
     hits = dict.fromkeys(topk, 0)
     hits.setdefault(1, 0)
     total_cost, done = 0.0, 0
     k_max = net.n_out
-    for X, labels in source.batches(net, batch_size):
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
+    for i, (X, labels) in enumerate(source.batches(net, batch_size)):
+        if i % size != rank:
+            continue
         a = net.feedforward(X)
         for k in hits:  # counted on the device, read once at the end
             hits[k] = hits[k] + topk_correct(a, labels, min(k, k_max)).sum()
@@ -449,8 +505,12 @@ def evaluate(net, data, topk=(1,), cost: bool = False, optimizer=None,
         done += len(labels)
         if on_batch is not None:
             on_batch(done, len(source))
-    n = max(done, 1)
     hits = {k: int(v) for k, v in hits.items()}
+    if size > 1:
+        sums = comm.all_reduce(np.array([done, total_cost, *hits.values()], dtype=np.float64))
+        done, total_cost = int(sums[0]), float(sums[1])
+        hits = {k: int(v) for k, v in zip(hits, sums[2:])}
+    n = max(done, 1)
     out = {"accuracy": hits[1] / n, "correct": hits[1], "images": done}
     out.update({f"top{k}": hits[k] / n for k in hits if k > 1})
     if cost:
@@ -638,7 +698,7 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
         monitor_training_accuracy: bool = False, track_training: bool = False,
         on_epoch=None, on_progress=None, on_checkpoint=None, checkpoint_every: int = 0,
         should_stop=None, on_nan: str = "stop", resume: dict | None = None,
-        steps: int | None = None, settings: dict | None = None) -> History:
+        steps: int | None = None, settings: dict | None = None, comm=None) -> History:
     """Train ``net`` with ``optimizer`` (:class:`gpunn.optim.SGD`); returns a :class:`History`.
 
     training_data / evaluation_data: a source (:class:`ArraySource`, :class:`ImageSource`),
@@ -661,6 +721,12 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
         undoes the chunk and retries it at η/2.
     steps: stop after this many mini-batches in all (a quick run).
     settings: more values a resumed run must share with the one that wrote the state.
+    comm: a communicator of :mod:`gpunn.distributed` (default: one process). On several
+        ranks the weights start as rank 0's, every rank trains on its slice of each global
+        mini-batch of rank 0's permutation (one all-reduce of the gradients a step),
+        evaluation is split, a stop is agreed by all, and only rank 0 calls
+        ``on_checkpoint``. Without dropout the weights are one process's (to rounding);
+        dropout masks come from a stream of each rank's own.
     """
     _check_int("epochs", epochs, allow_zero=True)
     _check_int("mini_batch_size", mini_batch_size)
@@ -690,10 +756,13 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
         run.history.stop_reason = "completed"
     history = run.history
     # chosen after a resume: the fused step holds the restored momentum buffers themselves
-    loop.step = choose_step(net, optimizer, track_training)
+    comm = comm if comm is not None else Single()
+    if comm.size > 1:
+        _start_ranks(net, optimizer, comm)
+    loop.step = choose_step(net, optimizer, track_training, comm)
 
     def checkpoint():
-        if on_checkpoint is not None:
+        if on_checkpoint is not None and comm.rank == 0:
             on_checkpoint(loop.state())
 
     # Overflow on the way to NaN is the divergence guard's to report (one line, exit 3),
@@ -705,6 +774,8 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
                 start = time.perf_counter()
                 if run.order is None:  # a new epoch (a resumed one keeps its order and progress)
                     run.order, run.done, run.seconds = source.order(epoch, net.rng), 0, 0.0
+                if comm.size > 1:  # rank 0's permutation (the others' draws may differ)
+                    run.order = comm.broadcast(np.ascontiguousarray(run.order, np.int64))
                 stop = quick = False
                 while run.done < n:
                     hi = min(run.done + chunk, n)
@@ -716,7 +787,7 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
                     run.done = hi
                     if on_progress is not None:
                         on_progress(hi, n)
-                    stop = should_stop is not None and bool(should_stop())
+                    stop = comm.any(should_stop is not None and bool(should_stop()))
                     quick = steps is not None and run.steps >= steps
                     if hi < n and (stop or (checkpoint_every
                                             and run.steps % checkpoint_every == 0)):
@@ -736,17 +807,22 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
                     record["skipped_batches"], run.skipped = run.skipped, 0
                 if track_training:  # the epoch's device sums, read here once
                     (cost_sum, correct), run.tracked = run.tracked, (0.0, 0)
+                    if comm.size > 1:
+                        cost_sum, correct = comm.all_reduce(
+                            np.array([float(cost_sum), float(correct)]))
                     record.update(training_cost=float(cost_sum) / max(run.done, 1),
                                   training_accuracy=int(correct) / max(run.done, 1))
                 elif monitor_training_cost or monitor_training_accuracy:
-                    figures = evaluate(net, source, cost=monitor_training_cost, optimizer=optimizer)
+                    figures = evaluate(net, source, cost=monitor_training_cost,
+                                       optimizer=optimizer, comm=comm)
                     record.update(_prefixed("training", figures, monitor_training_cost,
                                             monitor_training_accuracy))
                 if evaluation is not None:
                     # the book's cost carries the L2 term (network2's total_cost); KSH's
                     # tracked figures are the data's loss alone, so the evaluation's is too
                     figures = evaluate(net, evaluation, topk, cost=monitor_evaluation_cost,
-                                       optimizer=None if track_training else optimizer)
+                                       optimizer=None if track_training else optimizer,
+                                       comm=comm)
                     record.update(_prefixed("evaluation", figures, monitor_evaluation_cost, True))
                 for key in ("training_cost", "evaluation_cost"):
                     if key in record and not math.isfinite(record[key]):
@@ -772,6 +848,20 @@ def fit(net, training_data, epochs: int, mini_batch_size: int, optimizer, *,
         finally:
             source.close()
     return history
+
+
+def _start_ranks(net, optimizer, comm) -> None:
+    """Every rank starts from rank 0's weights (and momentum); with dropout, ranks other than
+    0 draw their masks from their own stream (rank 0's, jumped ``rank`` times)."""
+    params = [p for layer in net.layers for p, _, _ in layer.param_groups()]
+    if optimizer.velocities is not None:
+        params += [v for layer in optimizer.velocities for v in layer]
+    for p in params:
+        comm.broadcast(p)
+    if comm.rank > 0 and any(layer.dropout for layer in net.layers):
+        bits = np.random.PCG64()
+        bits.state = net.rng.state
+        net.rng.set_state(bits.jumped(comm.rank).state)
 
 
 def _prefixed(prefix: str, figures: dict, want_cost: bool, want_accuracy: bool) -> dict:

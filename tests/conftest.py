@@ -107,3 +107,30 @@ def png_of_size():
             assert image.size == (round(inches[0] * plots.DPI), round(inches[1] * plots.DPI))
 
     return check
+
+
+# -- mpi: data-parallel runs on several ranks ---------------------------------------------------
+def pytest_collection_modifyitems(config, items):
+    """Leave the ``mpi`` tests out unless the marker expression names them.
+
+    They run under MPI, as ``.ci/run`` does: ``timeout 300 mpiexec -n 2 python -m mpi4py -m
+    pytest -m mpi``, and pass at any rank count, 1 included (each rank trains the
+    one-process reference itself; tests that start their own ``mpiexec`` run on rank 0).
+    """
+    if "mpi" in (config.getoption("markexpr") or ""):
+        return
+    kept, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("mpi") else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def comm():
+    """MPI's COMM_WORLD (one rank when pytest was not started by mpiexec)."""
+    pytest.importorskip("mpi4py", reason="the mpi tests need gpunn[mpi]")
+    from gpunn.distributed import MPIComm
+
+    return MPIComm()

@@ -7,7 +7,7 @@ import pytest
 
 from gpunn import book
 from gpunn.data.dataset import Split
-from gpunn.data.expand import SHIFTS, expand_mnist, shift_images
+from gpunn.data.expand import BOOK_ROTATION, SHIFTS, expand_mnist, rotate_images, shift_images
 from gpunn.ensemble import Ensemble, vote
 from gpunn.errors import ConfigError
 
@@ -33,6 +33,82 @@ def test_shift_images_against_np_roll_with_zeroed_edge():
     rolled = np.roll(r, 1, axis=2)
     rolled[:, :, 0] = 0  # the book's expand_mnist.py: roll, then zero what wrapped round
     assert np.array_equal(shift_images(r, 0, 1), rolled)
+
+
+def _rotate_reference(image, degrees):
+    """Bilinear rotation written pixel by pixel: the output pixel (r, c) reads the input at
+    the point turned by -θ about the centre; neighbours off the image count as zero."""
+    h, w = image.shape
+    t = np.radians(degrees)
+    out = np.zeros((h, w))
+    for r in range(h):
+        for c in range(w):
+            y, x = r - (h - 1) / 2, c - (w - 1) / 2
+            sr = (h - 1) / 2 + x * np.sin(t) + y * np.cos(t)
+            sc = (w - 1) / 2 + x * np.cos(t) - y * np.sin(t)
+            r0, c0 = int(np.floor(sr)), int(np.floor(sc))
+            for rr, cc in ((r0, c0), (r0, c0 + 1), (r0 + 1, c0), (r0 + 1, c0 + 1)):
+                if 0 <= rr < h and 0 <= cc < w:
+                    out[r, c] += (1 - abs(sr - rr)) * (1 - abs(sc - cc)) * image[rr, cc]
+    return out
+
+
+@pytest.mark.parametrize("degrees", [15.0, -15.0, 7.5, 33.0])
+def test_rotate_images_against_a_pixel_by_pixel_bilinear_reference(degrees):
+    r = np.random.default_rng(1).random((2, 28, 28)) * 255
+    got = rotate_images(r, degrees)
+    for k in range(2):
+        np.testing.assert_allclose(got[k], _rotate_reference(r[k], degrees), rtol=0, atol=1e-9)
+    # uint8 images come back as the reference rounded to the nearest level
+    u = r.astype(np.uint8)
+    want = np.floor(np.stack([_rotate_reference(img, degrees) for img in u]) + 0.5)
+    got_u = rotate_images(u, degrees)
+    assert got_u.dtype == np.uint8
+    assert np.abs(got_u.astype(int) - want).max() <= 1  # a .5 may round either way
+    assert (got_u == want).mean() > 0.99
+
+
+def test_rotate_images_agrees_with_pillow_and_turns_anticlockwise():
+    from PIL import Image
+
+    img = np.zeros((28, 28), np.float32)
+    img[6:22, 6:22] = np.random.default_rng(2).random((16, 16)) * 255  # zero near the edge
+    pil = np.asarray(Image.fromarray(img, mode="F").rotate(BOOK_ROTATION,
+                                                           resample=Image.BILINEAR))
+    np.testing.assert_allclose(rotate_images(img[None], BOOK_ROTATION)[0], pil, atol=1e-3)
+    u = np.random.default_rng(3).integers(0, 256, (2, 28, 28)).astype(np.uint8)
+    assert np.array_equal(rotate_images(u, 90), np.rot90(u, 1, axes=(1, 2)))
+
+
+def test_expanded_data_with_rotations_adds_two_rotated_copies_lazily():
+    img = np.random.default_rng(4).integers(0, 256, (3, 784)).astype(np.uint8)
+    split = Split(img, np.array([1, 2, 3]), 1 / 256)
+    assert len(expand_mnist(split)) == 15  # unchanged by default: the book's five copies
+    ex = expand_mnist(split, rotations=BOOK_ROTATION)
+    assert len(ex) == 21 and list(ex.labels) == [1, 2, 3] * 7
+    assert ex.copies[5:] == (("rotate", 15.0), ("rotate", -15.0))
+    rows = ex.raw(np.arange(21)).reshape(7, 3, 28, 28)
+    images = img.reshape(3, 28, 28)
+    assert np.array_equal(rows[0], images)
+    for k, (down, right) in enumerate(SHIFTS):
+        assert np.array_equal(rows[k], shift_images(images, down, right))
+    assert np.array_equal(rows[5], rotate_images(images, 15.0))
+    assert np.array_equal(rows[6], rotate_images(images, -15.0))
+    # rows gathered in any order are the same rows
+    pick = np.array([20, 0, 16, 5])
+    assert np.array_equal(ex.raw(pick), rows.reshape(21, 784)[pick])
+    only = expand_mnist(split, shifts=False, rotations=True)
+    assert len(only) == 9 and np.array_equal(only.raw([3]), rows[5, 0].reshape(1, 784))
+
+
+@pytest.mark.parametrize("kwargs, words", [({"shifts": False}, "shifts=True, rotations"),
+                                           ({"rotations": 0}, "0 < θ < 90"),
+                                           ({"rotations": 120.0}, "received rotations=120.0"),
+                                           ({"rotations": "15"}, "an angle in degrees")])
+def test_expand_mnist_refuses_what_it_cannot_do(kwargs, words):
+    split = Split(np.zeros((2, 784), np.uint8), np.array([0, 1]), 1 / 256)
+    with pytest.raises(ConfigError, match=words):
+        expand_mnist(split, **kwargs)
 
 
 def test_vote_is_plurality_with_activation_tie_break():

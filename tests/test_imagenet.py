@@ -107,6 +107,56 @@ def test_interrupted_mid_epoch_resumes_bit_identically(tiny_toy, tmp_path):
     assert untimed[0] == untimed[1]
 
 
+def test_ten_crop_evaluation_averages_the_softmax_of_ten_crops(tiny_toy):
+    _, val_set = open_image_folder(tiny_toy, crop=64)
+    net = models.build("alexnet-small", classes=3, seed=4, backend="cpu")
+    out = net.layers[-1]  # the softmax starts at zero weights: give it some, so the crops'
+    out.w[...] = np.random.default_rng(0).normal(0, 0.5, out.w.shape)  # outputs differ
+    got = imagenet.evaluate(net, val_set, batch_size=40, workers=1, ten_crop=True)
+    # the reference takes the ten crops through the training crop code: draws that put the
+    # crop in each corner (0 and just under 1) and in the middle, flips by the third number
+    room = val_set.resize - 64 + 1
+    middle = ((val_set.resize - 64) // 2 + 0.5) / room
+    places = [(0, 0), (0, 0.999), (0.999, 0), (0.999, 0.999), (middle, middle)]
+    probs = []
+    for image in range(len(val_set)):
+        draws = np.array([[u, v, flip] for flip in (0.9, 0.1) for u, v in places])
+        X = val_set.normalise(val_set.load_uint8([image] * 10, draws))
+        probs.append(np.asarray(net.feedforward(X), dtype=np.float64).mean(axis=0))
+    probs, y = np.array(probs), val_set.labels
+    assert got["images"] == len(y) == 12
+    assert got["top1"] == np.mean(probs.argmax(axis=1) == y)
+    assert got["top5"] == 1.0  # 3 classes
+    assert got["loss"] == pytest.approx(-np.log(probs[np.arange(12), y]).mean(), rel=1e-5)
+    centre = imagenet.evaluate(net, val_set, batch_size=40, workers=1)
+    assert got["loss"] != pytest.approx(centre["loss"], rel=1e-3)  # it is not the centre crop
+    with pytest.raises(ConfigError, match="needs an image folder.*SyntheticImages"):
+        imagenet.evaluate(net, SyntheticImages(4, 3, 64), ten_crop=True)
+
+
+def test_pca_noise_changes_training_and_resumes_exactly(tiny_toy, tmp_path):
+    from gpunn.checkpoint import load_checkpoint, save_checkpoint
+
+    train_set, val_set = open_image_folder(tiny_toy, crop=64)
+    kw = dict(epochs=1, batch_size=8, seed=3, workers=1)
+    plain = imagenet.train(models.build("alexnet-small", classes=3, seed=1, backend="cpu"),
+                           train_set, None, **kw)
+    straight = models.build("alexnet-small", classes=3, seed=1, backend="cpu")
+    reference = imagenet.train(straight, train_set, None, pca_noise=0.1, **kw)
+    assert reference[0]["training_cost"] != plain[0]["training_cost"]
+    polls = []
+    net = models.build("alexnet-small", classes=3, seed=1, backend="cpu")
+    imagenet.train(net, train_set, None, pca_noise=0.1, **kw,
+                   should_stop=lambda: polls.append(1) or len(polls) == 2,
+                   on_checkpoint=lambda state: save_checkpoint(tmp_path, net, state))
+    resumed, state = load_checkpoint(tmp_path, backend="cpu")
+    assert state["examples_done"] == 16 and state["settings"]["pca_noise"] == 0.1
+    history = imagenet.train(resumed, train_set, None, pca_noise=0.1, **kw, resume=state)
+    for a, b in zip(straight.weights + straight.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+    assert history[0]["training_cost"] == reference[0]["training_cost"]
+
+
 def test_step_schedule_divides_eta_by_ten():
     data = SyntheticImages(8, classes=3, crop=64)
     net = models.build("alexnet-small", classes=3, seed=1, backend="cpu")
@@ -129,6 +179,7 @@ def test_steps_stop_the_run_early():
     ({"eta": 0.0}, "eta must be > 0"),
     ({"momentum": 1.0}, "momentum must be"),
     ({"batch_size": 0}, "batch_size must be"),
+    ({"pca_noise": -0.1}, r"pca_noise must be a number in \[0, inf\)"),
 ])
 def test_bad_settings(kwargs, message):
     net = models.build("alexnet-small", classes=3, seed=1, backend="cpu")

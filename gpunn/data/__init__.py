@@ -11,6 +11,7 @@ the validation split of IDX files are described in :mod:`gpunn.data.mnist`; down
 when a download happens.
 """
 
+from gpunn.data.colour import PCANoise, rgb_pca
 from gpunn.data.dataset import Dataset, Split
 from gpunn.data.download import cache_dir
 from gpunn.data.expand import ExpandedSplit, expand_mnist
@@ -46,6 +47,7 @@ __all__ = [
     "ExpandedSplit",
     "FolderNotEmpty",
     "ImageFolder",
+    "PCANoise",
     "Prefetcher",
     "Split",
     "SyntheticImages",
@@ -59,4 +61,5 @@ __all__ = [
     "locate",
     "make_toy",
     "open_image_folder",
+    "rgb_pca",
 ]

@@ -16,9 +16,11 @@ augmentation). Batches come out as (N, 3, crop, crop) float32, each channel norm
 Loading in background threads is :mod:`gpunn.data.prefetch`; a small real folder to train on is
 :func:`gpunn.data.toy.make_toy`.
 
-What it leaves out: KSH's PCA colour ("lighting") noise, ten-crop evaluation, and formats other
-than JPEG and PNG. Files whose extension is not an image's (``.txt``, ``.DS_Store``) and hidden
-files are skipped; a file with an image extension that does not decode is an error.
+KSH's ten-crop testing reads its crops with :meth:`ImageFolder.load_ten_crops` (the four
+corners and the centre, and their mirror images: :func:`ten_crops`); their PCA colour noise is
+:mod:`gpunn.data.colour`. What it leaves out: formats other than JPEG and PNG. Files whose
+extension is not an image's (``.txt``, ``.DS_Store``) and hidden files are skipped; a file
+with an image extension that does not decode is an error.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from gpunn.errors import ConfigError, DataError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "ImageFolder",
-           "SyntheticImages", "channel_stats", "open_image_folder"]
+           "SyntheticImages", "channel_stats", "open_image_folder", "ten_crops"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: Per-channel (R, G, B) mean and standard deviation of ImageNet's training images, on [0, 1].
@@ -125,6 +127,14 @@ class ImageFolder:
                 flip = u[2] < 0.5
             patch = pixels[top:top + self.crop, left:left + self.crop]
             out[row] = patch[:, ::-1] if flip else patch
+        return out
+
+    def load_ten_crops(self, indices) -> np.ndarray:
+        """KSH's ten test crops of images ``indices``: (10 n, crop, crop, 3) uint8, image
+        ``j``'s in rows ``10 j .. 10 j + 9`` in :func:`ten_crops`' order."""
+        out = np.empty((10 * len(indices), self.crop, self.crop, 3), dtype=np.uint8)
+        for row, index in enumerate(indices):
+            out[10 * row:10 * row + 10] = ten_crops(self._decode(self.paths[index]), self.crop)
         return out
 
     def _decode(self, path: Path) -> np.ndarray:
@@ -234,6 +244,20 @@ class SyntheticImages:
             gen.standard_normal(X.shape[1:], dtype=np.float32, out=X[row])
             X[row] += self._shift[self.labels[index]]
         return X, self.labels[indices]
+
+
+def ten_crops(pixels: np.ndarray, crop: int) -> np.ndarray:
+    """The ten ``crop`` x ``crop`` patches KSH average at test time, (10, crop, crop, C) from
+    ``pixels`` (H, W, C): top-left, top-right, bottom-left, bottom-right, centre (as
+    evaluation's centre crop), then the same five mirrored left to right."""
+    height, width = pixels.shape[:2]
+    if not (1 <= crop <= min(height, width)):
+        raise ConfigError(f"ten crops of {crop}x{crop} need an image at least that large; "
+                          f"received one of {height}x{width}")
+    places = ((0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop),
+              ((height - crop) // 2, (width - crop) // 2))
+    five = np.stack([pixels[top:top + crop, left:left + crop] for top, left in places])
+    return np.concatenate([five, five[:, :, ::-1]])
 
 
 def normalise(images, mean, std, xp=np):

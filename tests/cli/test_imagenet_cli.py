@@ -55,6 +55,28 @@ def test_toy_folder_trains_evaluates_checkpoints_and_resumes(tiny, tmp_path):
     assert [e["epoch"] for e in json.loads(metrics.read_text())["epochs"]] == [1, 2]
 
 
+def test_pca_noise_and_ten_crop_on_the_toy_folder(tiny, tmp_path):
+    metrics, ckpt = tmp_path / "m.json", tmp_path / "ckpt"
+    r = run("--toy", "--data", tiny, "--epochs", 1, "--batch-size", 4, "--workers", 1,
+            "--device", "cpu", "--pca-noise", "--ten-crop", "--checkpoint-dir", ckpt,
+            "--metrics-json", metrics)
+    assert r.exit_code == 0, r.output
+    assert "PCA colour noise α ~ N(0, 0.1)" in r.output
+    assert "validation, ten crops: top-1" in r.output and "(6 images)" in r.output
+    m = json.loads(metrics.read_text())
+    assert m["config"]["pca_noise"] == 0.1 and m["val_ten_crop"]["images"] == 6
+    assert 0 <= m["val_ten_crop"]["top1"] <= 1 and m["val_ten_crop"]["top5"] == 1.0
+    # resumed, the run keeps its settings: the noise and the ten-crop test
+    r = run("--data", tiny, "--epochs", 2, "--device", "cpu", "--resume", ckpt,
+            "--metrics-json", metrics)
+    assert r.exit_code == 0, r.output
+    assert "PCA colour noise" in r.output and "validation, ten crops" in r.output
+    assert json.loads(metrics.read_text())["val_ten_crop"]["images"] == 6
+    one_line_error(run("--synthetic", "--pca-noise"), "--pca-noise needs images",
+                   "--data DIR or --toy")
+    one_line_error(run("--synthetic", "--ten-crop"), "--ten-crop needs images")
+
+
 def test_make_toy_and_summary(tmp_path):
     r = run("make-toy", tmp_path / "t", "--classes", 2, "--per-class", 2, "--val-per-class", 1)
     assert r.exit_code == 0, r.output

@@ -118,3 +118,20 @@ def test_ensemble_with_checkpoints_does_not_retrain_finished_members(data_dir, t
     assert again.output.count("not retrained") == 2
     last = [line for line in first.output.splitlines() if line.startswith("ensemble of 2")]
     assert last and last[0].split(";")[0] in again.output
+
+
+def test_reproduce_expand_replaces_the_rows_own_data(data_dir, monkeypatch):
+    from gpunn.data import expand as module
+
+    asked = []
+    real = module.expanded
+    monkeypatch.setattr(module, "expanded", lambda split, names: asked.append(
+        (len(split), names)) or real(split, names))
+    r = run("reproduce", "ch6-expanded", "--quick", "--expand", "rotations", "--data-dir",
+            data_dir)
+    assert r.exit_code == 0, r.output
+    assert "--expand rotations (the book: shifts)" in r.output
+    assert asked == [(400, "rotations")]
+    asked.clear()
+    assert run("reproduce", "ch1", "--quick", "--data-dir", data_dir).exit_code == 0
+    assert asked == [(400, "none")]

@@ -140,3 +140,23 @@ def test_train_plot_and_layer_speeds(data_dir, tmp_path):
     assert all(len(e["layer_speeds"]) == 2 and e["layer_speeds"][0] > 0 for e in epochs)
     assert {"training_accuracy", "training_cost", "evaluation_cost"} <= set(epochs[0])
     assert png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("expand, rows", [("shifts,rotations", 2800), ("rotations", 1200),
+                                          ("rotations,shifts", 2800), ("none", 400)])
+def test_train_expand_adds_the_copies_asked_for(expand, rows, data_dir, tmp_path):
+    metrics = tmp_path / "m.json"
+    r = run("train", "--sizes", "784,10,10", "--epochs", 1, "--expand", expand, "--data-dir",
+            data_dir, "--metrics-json", metrics)
+    assert r.exit_code == 0, r.output
+    assert f"{rows:,} training images" in r.output  # 400 images x (1 + 4 shifts + 2 turns)
+    assert json.loads(metrics.read_text())["config"]["expand"] == (
+        "shifts,rotations" if rows == 2800 else expand)
+
+
+@pytest.mark.parametrize("value", ["twist", "shifts,shifts", "none,shifts", ""])
+def test_train_expand_refuses_what_it_does_not_know(value):
+    r = run("train", "--expand", value)
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "expected shifts, rotations, shifts,rotations or none" in lines[0]

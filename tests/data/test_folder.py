@@ -17,6 +17,7 @@ from gpunn.data.folder import (
     channel_stats,
     normalise,
     open_image_folder,
+    ten_crops,
 )
 from gpunn.errors import ConfigError, DataError
 
@@ -66,6 +67,25 @@ def test_centre_crop_is_the_exact_middle(tmp_path):
     X, y = ImageFolder(root, "val", crop=6, resize=10, mean=(0, 0, 0), std=(1, 1, 1)).load([0])
     assert X.shape == (1, 3, 6, 6) and X.dtype == np.float32 and y.tolist() == [0]
     np.testing.assert_allclose(X[0], source[2:8, 3:9].transpose(2, 0, 1) / 255, rtol=1e-6)
+
+
+def test_ten_crops_are_the_corners_the_centre_and_their_mirrors(tmp_path):
+    source = pattern(10, 12)
+    crops = ten_crops(source, 6)
+    want = [source[0:6, 0:6], source[0:6, 6:12], source[4:10, 0:6], source[4:10, 6:12],
+            source[2:8, 3:9]]  # the centre is evaluation's centre crop
+    want += [w[:, ::-1] for w in want]
+    assert crops.shape == (10, 6, 6, 3) and crops.dtype == np.uint8
+    for got, expected in zip(crops, want):
+        np.testing.assert_array_equal(got, expected)
+    root = make_folder(tmp_path / "data", pixels=source)
+    val = ImageFolder(root, "val", crop=6, resize=10)
+    both = val.load_ten_crops([1, 2])
+    np.testing.assert_array_equal(both[:10], crops)
+    np.testing.assert_array_equal(both[10:], ten_crops(source + 1, 6))  # class 1's image
+    np.testing.assert_array_equal(both[4], val.load_uint8([1])[0])
+    with pytest.raises(ConfigError, match="received one of 10x12"):
+        ten_crops(source, 11)
 
 
 def test_random_crops_stay_inside_and_flips_mirror(tmp_path):
