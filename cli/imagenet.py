@@ -136,7 +136,7 @@ def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, pca_noise, ten_c
     time. Ctrl-C writes a checkpoint at the current mini-batch; --resume continues exactly.
 
     \b
-    gpunn imagenet --toy                    # 99.5% top-1 on the toy shapes, ~5 min on 2 cores
+    gpunn imagenet --toy                    # the toy shapes, 10 classes (benchmarks/RESULTS.md)
     gpunn imagenet --toy --pca-noise --ten-crop   # KSH's colour noise and ten-crop test
     gpunn imagenet --data ~/imagenet --arch alexnet --device cuda --checkpoint-dir ckpt
     gpunn imagenet --data ~/imagenet --resume ckpt   # continue from the latest checkpoint
