@@ -263,6 +263,13 @@ def select_backend(device: str):
     return be
 
 
+def _nearest_existing(path):
+    """``path`` itself if it exists, else its nearest existing ancestor."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_writable(path, option: str, directory: bool = False) -> None:
     """Raise a one-line UserError unless ``path`` can be written, before any work is done.
 
@@ -279,9 +286,7 @@ def check_writable(path, option: str, directory: bool = False) -> None:
     if directory:
         if path.exists() and not path.is_dir():
             raise UserError(f"{where} is a file, not a directory; give a directory path")
-        ancestor = path
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
+        ancestor = _nearest_existing(path)
         if not ancestor.is_dir():
             raise UserError(f"{where} cannot be created: {ancestor} is a file, not a "
                             f"directory; choose a path in a directory")
@@ -295,9 +300,7 @@ def check_writable(path, option: str, directory: bool = False) -> None:
         raise UserError(f"{where} is a directory; give a file name (e.g. {path / 'out'})")
     parent = path.parent
     if not parent.exists():
-        ancestor = parent
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
+        ancestor = _nearest_existing(parent)
         if not ancestor.is_dir():
             raise UserError(f"{where}: {ancestor} is a file, not a directory; choose a path "
                             f"in a directory")
