@@ -214,6 +214,16 @@ class Backend:
         """The kernel implementation this backend asks the registry for first."""
         return "cupy" if self.name == "cupy" else "numba"
 
+    def label_flag(self):
+        """Where this backend's kernels record a label outside ``[0, K)``: a device flag on
+        CuPy (its kernels do not wait for the GPU to say so; the training loop reads the flag
+        once a chunk), None on the CPU, whose kernels raise at once."""
+        if self.kernel_backend != "cupy":
+            return None
+        from gpunn.kernels import checks
+
+        return checks.label_flag(self.xp)
+
     def kernel(self, op: str, reference: bool = False):
         """The implementation of kernel ``op`` for this backend (see ``gpunn.kernels``).
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from gpunn.errors import ConfigError
 from gpunn.optim import SGD
-from gpunn.train import History, ImageSource, LayerStep, Schedule, fit, topk_correct
+from gpunn.train import History, ImageSource, LayerStep, Loading, Schedule, fit, topk_correct
 
 __all__ = ["SCHEDULES", "topk_accuracy", "evaluate", "train", "throughput"]
 
@@ -71,19 +71,6 @@ def evaluate(net, source, batch_size: int = 128, workers: int = 2, on_batch=None
             "images": figures["images"]}
 
 
-class _TenCrops:
-    """An image folder split whose batches are its images' ten crops, uint8 (10 n, H, W, 3)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def load(self, indices, rng=None):
-        return self.dataset.load_ten_crops(indices), self.dataset.labels[indices]
-
-
 def _evaluate_ten_crops(net, source, batch_size, workers, on_batch) -> dict:
     """:func:`evaluate` with ``ten_crop=True``: crops decoded ahead by threads, normalised on
     the device, each image's ten softmax outputs averaged before top-k and the loss."""
@@ -95,7 +82,9 @@ def _evaluate_ten_crops(net, source, batch_size, workers, on_batch) -> dict:
                           f"{type(source).__name__}")
     be, xp = net.backend, net.xp
     hits, total_cost, done = {1: 0, 5: 0}, 0.0, 0
-    with Prefetcher(_TenCrops(source), max(1, batch_size // 10), shuffle=False,
+    ten_crops = Loading(source, lambda idx, rng: (source.load_ten_crops(idx),
+                                                  source.labels[idx]))
+    with Prefetcher(ten_crops, max(1, batch_size // 10), shuffle=False,
                     workers=workers) as batches:
         for crops, y in batches:
             X = source.normalise(be.asarray(crops, dtype=None), xp)

@@ -231,7 +231,8 @@ class ImageSource:
         # A dataset that can normalise on a device (an image folder) hands over uint8 crops:
         # a quarter of the bytes to copy to the GPU, normalised there.
         self._uint8 = hasattr(dataset, "normalise")
-        self._loading = _Uint8Crops(dataset) if self._uint8 else dataset
+        self._loading = (Loading(dataset, lambda idx, rng: dataset.load(idx, rng, uint8=True))
+                         if self._uint8 else dataset)
         self.prefetcher = Prefetcher(self._loading, batch_size, shuffle=True, seed=seed,
                                      workers=workers, depth=max(2, workers),
                                      drop_last=len(dataset) >= batch_size)
@@ -278,17 +279,15 @@ class ImageSource:
             self._batches = None
 
 
-class _Uint8Crops:
-    """An image folder split whose batches stay uint8 (n, H, W, 3) until the device."""
+class Loading:
+    """``dataset`` read through another ``load(indices, rng) -> (X, y)``, for a
+    :class:`gpunn.data.Prefetcher`: e.g. an image folder's uint8 crops, or its ten crops."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, load):
+        self.dataset, self.load = dataset, load
 
     def __len__(self) -> int:
         return len(self.dataset)
-
-    def load(self, indices, rng=None):
-        return self.dataset.load(indices, rng, uint8=True)
 
 
 def as_source(data):
@@ -316,11 +315,7 @@ class LayerStep:
 
     def __init__(self, net, optimizer, track: bool = False):
         self.net, self.optimizer, self.track = net, optimizer, track
-        self.label_flag = None
-        if net.backend.kernel_backend == "cupy":
-            from gpunn.kernels import checks
-
-            self.label_flag = checks.label_flag(net.xp)
+        self.label_flag = net.backend.label_flag()
 
     def run(self, X, labels, mini_batch_size: int):
         """Every mini-batch of the chunk in order; with ``track``, returns the summed cost
@@ -400,11 +395,7 @@ class FusedDenseStep:
     def __init__(self, net, optimizer):
         self.net, self.optimizer = net, optimizer
         self.kernel = net.backend.kernel("dense_sgd")
-        self.label_flag = None
-        if self.kernel.backend == "cupy":
-            from gpunn.kernels import checks
-
-            self.label_flag = checks.label_flag(net.xp)
+        self.label_flag = net.backend.label_flag()
         opt = optimizer
         if opt.momentum:
             opt.init_velocities(net.layers, net.xp)
@@ -417,15 +408,13 @@ class FusedDenseStep:
 
     @staticmethod
     def applies(net) -> bool:
-        """True for a float32 fully connected stack without dropout that the kernel takes."""
-        from gpunn.layers import FullyConnected
-
+        """True for a fully connected stack without dropout that the kernel takes."""
         kernel = net.backend.kernel("dense_sgd")
         layers = net.layers
         if kernel.backend not in ("numba", "cupy") or len(net.input_shape) != 1:
             return False
-        if not all(type(layer) in (FullyConnected,) or layer.kind == "softmax"
-                   for layer in layers) or any(layer.dropout for layer in layers):
+        if not all(layer.kind in ("fully-connected", "softmax") for layer in layers) \
+                or any(layer.dropout for layer in layers):
             return False
         return kernel.supports([layer.w for layer in layers], [layer.b for layer in layers],
                                [layer.activation.name for layer in layers], net.cost.name)
