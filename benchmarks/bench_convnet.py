@@ -1,6 +1,7 @@
 """Seconds per epoch of network3's 2-conv-pool ReLU net (chapter 6), beside PyTorch CPU.
 
-    python benchmarks/bench_convnet.py                 # mini-batch 10 and 64, CPU
+    python benchmarks/bench_convnet.py                 # mini-batch 10 and 64, CPU, 1 and 2 threads
+    python benchmarks/bench_convnet.py --threads 4     # one thread count
     python benchmarks/bench_convnet.py --device cuda   # CuPy vs PyTorch CUDA
 
 The net: conv 20 5x5 + max-pool 2 + ReLU, conv 40 5x5 + max-pool 2 + ReLU, FC 640-100 ReLU,
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import table, torch_epoch_seconds, write_section  # noqa: E402
 
 EPOCH = 50_000
-TARGET_RATIO = 1.0  # gpunn's time / PyTorch's
+TARGET_RATIO = 0.8  # gpunn's time / PyTorch's (issue: ≤ 0.8x at 1 and 2 threads)
 
 
 def gpunn_times(split, mb, repeat, device):
@@ -63,12 +64,21 @@ def main():
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--threads", default="1,2",
+                        help="Comma-separated thread counts (BLAS, Numba and PyTorch alike).")
     args = parser.parse_args()
 
     from gpunn.data import load_dataset
 
     split = load_dataset("mnist", data_dir=args.data_dir).train.subset(args.images)
-    threads = int(os.environ.get("OPENBLAS_NUM_THREADS", os.cpu_count() or 1))
+    for threads in (int(t) for t in args.threads.split(",")):
+        run(args, split, threads)
+
+
+def run(args, split, threads):
+    from gpunn import backend
+
+    backend.set_num_threads(threads)
     try:
         import torch
 
@@ -86,7 +96,7 @@ def main():
         rows.append([mb, f"{g:.1f}", f"{t:.1f}" if t else "n/a",
                      f"{ratio:.2f}" if ratio else "n/a",
                      ("met" if ratio <= TARGET_RATIO else "NOT met") if ratio else ""])
-        print(" | ".join(map(str, rows[-1])), flush=True)
+        print(f"threads {threads}: " + " | ".join(map(str, rows[-1])), flush=True)
     body = (f"Device: {args.device}; threads (BLAS, Numba, torch): {threads}; "
             f"{args.images:,} MNIST images per timed run, scaled to a 50,000-image epoch; "
             f"medians of {args.repeat} runs after a warm-up.\n\n")

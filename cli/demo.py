@@ -10,6 +10,7 @@ import click
 from gpunn.cli.main import (
     DATA_DIR_OPTION,
     DEVICE_OPTION,
+    THREADS_OPTION,
     InterruptGuard,
     progress_disabled,
     select_backend,
@@ -119,7 +120,9 @@ def approx(bumps, hidden, steps, eta, seed, plot_path):
               help="Draw the speeds (at initialisation, or per epoch with --epochs) to this PNG.")
 @DATA_DIR_OPTION
 @DEVICE_OPTION
-def vanishing(hidden_layers, images, seeds, epochs, eta, lmbda, plot_path, data_dir, device):
+@THREADS_OPTION
+def vanishing(hidden_layers, images, seeds, epochs, eta, lmbda, plot_path, data_dir, device,
+              threads):
     """Chapter 5: the speed of learning ‖δˡ‖ of each hidden layer falls towards the input.
 
     For networks [784, 30, ..., 30, 10] as the book built them (sigmoid, cross-entropy, weights
@@ -134,7 +137,7 @@ def vanishing(hidden_layers, images, seeds, epochs, eta, lmbda, plot_path, data_
     from gpunn.demos import vanishing as demo_vanishing
 
     check_outputs({"--plot": plot_path})
-    be = select_backend(device)
+    be = select_backend(device, threads)
     data = _load_data("mnist", data_dir)
     n = min(images, len(data.train))
     X, y = data.train.x(np.arange(n)), data.train.labels[:n]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from gpunn.cli.main import DATA_DIR_OPTION, DEVICE_OPTION, UserError, select_backend, write_json
+from gpunn.cli.main import (DATA_DIR_OPTION, DEVICE_OPTION, THREADS_OPTION, UserError,
+                            select_backend, write_json)
 from gpunn.cli.session import check_outputs, checkpoint_options, quiet_option
 
 
@@ -22,6 +23,7 @@ from gpunn.cli.session import check_outputs, checkpoint_options, quiet_option
 @click.option("--train-size", type=click.IntRange(min=1), default=None,
               help="Train each member on only the first N training images.")
 @DEVICE_OPTION
+@THREADS_OPTION
 @DATA_DIR_OPTION
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Checkpoint every member's epochs under DIR; the same command resumes "
@@ -32,7 +34,7 @@ from gpunn.cli.session import check_outputs, checkpoint_options, quiet_option
               help="Write each member's test accuracy and the vote's to this JSON file.")
 @checkpoint_options
 @quiet_option
-def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_dir, resume,
+def ensemble(members, preset, epochs, train_size, device, threads, data_dir, checkpoint_dir, resume,
              metrics_json, checkpoint_every, keep, on_nan, quiet):
     """Train MEMBERS networks and report each one's test accuracy and the plurality vote's.
 
@@ -53,7 +55,7 @@ def ensemble(members, preset, epochs, train_size, device, data_dir, checkpoint_d
 
     checkpoint_dir = resolve_resume(resume, checkpoint_dir, f"ensemble-{preset}")
     check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
-    be = select_backend(device)
+    be = select_backend(device, threads)
     data = load_dataset("mnist", data_dir=data_dir, download=True, progress=not quiet)
     run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
            "quiet": quiet}

@@ -20,6 +20,7 @@ import click
 
 from gpunn.cli.main import (
     DEVICE_OPTION,
+    THREADS_OPTION,
     UserError,
     check_host_memory,
     progress_disabled,
@@ -121,12 +122,13 @@ def _make_toy(path: Path) -> Path:
               help="Seeds the initial weights, the order of the images, their crops and "
               "mirrors, and dropout.")
 @DEVICE_OPTION
+@THREADS_OPTION
 @quiet_option
 @click.pass_context
 def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, pca_noise, ten_crop, epochs,
              batch_size, eta, momentum, weight_decay, schedule, step_epochs, patience, steps,
              workers, checkpoint_dir, resume, checkpoint_every, keep, on_nan, metrics_json,
-             seed, device, quiet):
+             seed, device, threads, quiet):
     """Train KSH 2012's convnet (AlexNet) on an image folder, the toy set, or measure speed.
 
     Exactly one of --data DIR, --toy or --synthetic. Training is KSH's: SGD with momentum
@@ -160,7 +162,7 @@ def imagenet(ctx, data_dir, toy, synthetic, arch, classes, lrn, pca_noise, ten_c
                         f"(DIR/train/<class>/*.jpg and DIR/val/<class>/...), or --toy")
     defaults = TOY_DEFAULTS if toy else DEFAULTS
     arch = arch or defaults["arch"]
-    backend = select_backend(device)
+    backend = select_backend(device, threads)
     batch = batch_size or (64 if synthetic else defaults["batch_size"])
     ctx.meta["gpunn.batch_size"] = batch
     if backend.name == "numpy":  # on the host: refuse a batch that cannot fit, before work

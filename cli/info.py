@@ -52,6 +52,10 @@ def info(device: str):
     be = select_backend(device)
     rows.append(("backend", f"{be.name} on {be.device}"))
     rows.append(("why", be.reason))
+    from gpunn import backend
+
+    rows.append(("CPU threads", f"{backend.num_threads()} of {backend.cpu_count()} cores "
+                                f"(--threads or $GPUNN_NUM_THREADS on a training command)"))
     if be.checks:  # what select() tried before choosing: the first failure is the cause
         rows.append(("CUDA checks", ", ".join(f"{check} {status}"
                                               for check, status in be.checks)))

@@ -231,6 +231,12 @@ DEVICE_OPTION = click.option(
 )
 
 
+THREADS_OPTION = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, envvar="GPUNN_NUM_THREADS",
+    help="CPU threads for BLAS and the Numba kernels together (default: $GPUNN_NUM_THREADS, "
+         "else every core; under mpiexec, the cores split between the ranks of a machine).")
+
+
 def write_json(path, payload: dict) -> None:
     """Write a results file (``--metrics-json`` etc.) atomically, or a one-line UserError."""
     from gpunn.io import write_json_atomic
@@ -241,13 +247,21 @@ def write_json(path, payload: dict) -> None:
         raise UserError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
-def select_backend(device: str):
-    """The backend for ``--device``, or a UserError naming why it cannot start.
+def select_backend(device: str, threads: int | None = None):
+    """The backend for ``--device``, or a UserError naming why it cannot start; CPU work then
+    runs on ``--threads`` threads (see :func:`gpunn.backend.set_num_threads`).
 
     The backend is remembered in the click context, so the group frees its memory pool on
     exit and can report free memory after an out-of-memory error.
     """
     from gpunn import backend, distributed
+
+    if threads is None and distributed.local_size() > 1:  # ranks share the machine's cores
+        threads = max(1, backend.cpu_count() // distributed.local_size())
+    try:
+        backend.set_num_threads(threads)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
 
     if device == "cuda" and distributed.launched_size() > 1:
         device = f"cuda:{distributed.local_rank()}"  # one GPU a rank, by its local rank

@@ -14,6 +14,7 @@ from gpunn.cli.data import EXPAND_OPTION
 from gpunn.cli.main import (
     DATA_DIR_OPTION,
     DEVICE_OPTION,
+    THREADS_OPTION,
     UserError,
     primary,
     select_backend,
@@ -52,6 +53,7 @@ def _list_rows() -> None:
                                       "(FC init, L2 scaling, dropout scaling).")
 @EXPAND_OPTION
 @DEVICE_OPTION
+@THREADS_OPTION
 @DATA_DIR_OPTION
 @click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
               help="Write every seed's result to this JSON file.")
@@ -64,7 +66,7 @@ def _list_rows() -> None:
                    "DIR holds nothing of this row.")
 @checkpoint_options
 @quiet_option
-def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, data_dir,
+def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, threads, data_dir,
               metrics_json, checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
     """Train one of the book's results (ROW) and print the book's figure beside gpunn's.
 
@@ -88,7 +90,7 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, data
                         f"--quick")
     checkpoint_dir = resolve_resume(resume, checkpoint_dir, spec.name)
     check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
-    be = select_backend(device)
+    be = select_backend(device, threads)
     from gpunn.data import load_dataset
 
     data = load_dataset("mnist", data_dir=data_dir, download=True, progress=not quiet)

@@ -17,6 +17,7 @@ from gpunn.cli.data import EXPAND_OPTION
 from gpunn.cli.main import (
     DATA_DIR_OPTION,
     DEVICE_OPTION,
+    THREADS_OPTION,
     UserError,
     quiet_requested,
     select_backend,
@@ -121,6 +122,7 @@ _FC_ONLY = ("sizes", "activation", "cost", "dropout", "init")
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Seeds initial weights, shuffling and dropout.")
 @DEVICE_OPTION
+@THREADS_OPTION
 @_data_options
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), default=None,
               help="Save the trained network to this .npz file.")
@@ -146,7 +148,7 @@ _FC_ONLY = ("sizes", "activation", "cost", "dropout", "init")
 @quiet_option
 def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size, lmbda, l1,
           momentum, dropout, init, early_stop, schedule, train_size, expand, eval_on, seed,
-          device,
+          device, threads,
           dataset, data_dir, save_path, metrics_json, monitor_training, track_layer_speed,
           plot_path, checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
     """Train one of the book's networks on MNIST and report its test accuracy.
@@ -185,7 +187,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
                    "data_dir": str(Path(data_dir).resolve()) if data_dir else None})
     check_outputs({"--save": save_path, "--metrics-json": metrics_json, "--plot": plot_path},
                   {"--checkpoint-dir": checkpoint_dir})
-    be = select_backend(device) if resume is not None else None
+    be = select_backend(device, threads) if resume is not None else None
     resumed = _resume(resume, checkpoint_dir, config, be) if resume is not None else None
     if resumed is not None:
         checkpoint_dir = checkpoint_dir or str(Path(resumed[1]["checkpoint_path"]).parent)
@@ -201,7 +203,7 @@ def train(preset, list_presets, sizes, cost, activation, eta, epochs, batch_size
     import gpunn
     from gpunn.train import evaluate as evaluate_on
 
-    be = be or select_backend(device)
+    be = be or select_backend(device, threads)
     from gpunn.distributed import world
 
     comm = world(be)
@@ -372,12 +374,13 @@ def _position(state, n: int) -> str:
               help="Images per forward pass (memory grows with it).")
 @_data_options
 @DEVICE_OPTION
-def evaluate(model, split, batch_size, dataset, data_dir, device):
+@THREADS_OPTION
+def evaluate(model, split, batch_size, dataset, data_dir, device, threads):
     """Accuracy of a saved network (or a checkpoint) on a dataset split."""
     import gpunn
     from gpunn.train import evaluate as evaluate_on
 
-    net = gpunn.load(model, backend=select_backend(device))
+    net = gpunn.load(model, backend=select_backend(device, threads))
     click.get_current_context().meta["gpunn.batch_size"] = batch_size
     data = _load_data(dataset, data_dir)
     part = getattr(data, split)
@@ -390,12 +393,13 @@ def evaluate(model, split, batch_size, dataset, data_dir, device):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @DEVICE_OPTION
+@THREADS_OPTION
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw the digit beside bars of the ten output activations to this PNG "
                    "(one image only).")
 @click.option("--layers", "all_layers", is_flag=True,
               help="With --plot, draw every fully connected layer's activations too.")
-def predict(model, images, device, plot_path, all_layers):
+def predict(model, images, device, threads, plot_path, all_layers):
     """Classify images of digits (PNG/JPEG, any size) with a saved network.
 
     Each image is made MNIST-like first: grey, light digit on dark (inverted if the
@@ -408,7 +412,7 @@ def predict(model, images, device, plot_path, all_layers):
     import gpunn
     from gpunn.images import load_digit
 
-    net = gpunn.load(model, backend=select_backend(device))
+    net = gpunn.load(model, backend=select_backend(device, threads))
     if net.n_in != 784:
         raise UserError(f"{model} expects {net.n_in} inputs; predict needs a network "
                         f"with 784 inputs (28x28 images)")

@@ -17,6 +17,10 @@ where both sides share a device::
     a = be.from_dlpack(t)                # a NumPy or CuPy array viewing t's memory
     t2 = torch.from_dlpack(a)            # and back
 
+How many CPU threads BLAS and the Numba kernels use is one setting, for both at once::
+
+    backend.set_num_threads(2)           # or $GPUNN_NUM_THREADS; default: every core
+
 What it leaves out: multi-GPU placement beyond choosing ``cuda:N``, and mixed precision.
 """
 
@@ -38,13 +42,16 @@ __all__ = [
     "HostRNG",
     "array_module",
     "host_memory_available",
+    "num_threads",
     "select",
+    "set_num_threads",
 ]
 
 log = logging.getLogger(__name__)
 _LOGGED: set[str] = set()
 
 ENV_VAR = "GPUNN_DEVICE"
+THREADS_VAR = "GPUNN_NUM_THREADS"
 # The extras install CuPy with the CUDA libraries and headers it needs beyond the driver
 # (cupy-cuda12x[ctk]: NVRTC, cuBLAS, the runtime headers CuPy 14 compiles RawModules with).
 INSTALL_HINT = ("install gpunn[cuda12] or gpunn[cuda13] (CuPy with the CUDA libraries, "
@@ -470,3 +477,64 @@ def _host_memory() -> dict:
     except (ImportError, OSError):
         pass
     return {"total": total, "free": free, "used": used}
+
+
+# -- CPU threads -----------------------------------------------------------------------------
+_THREADS: dict[str, int] = {}  # "n" -> the count set_num_threads last applied
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def num_threads() -> int:
+    """The thread count :func:`set_num_threads` applied, else what it would apply."""
+    return _THREADS.get("n") or _threads_wanted(None)
+
+
+def _threads_wanted(n) -> int:
+    if n is None:
+        value = os.environ.get(THREADS_VAR, "").strip()
+        if not value:
+            return cpu_count()
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"${THREADS_VAR} must be a whole number >= 1; it is {value!r}: "
+                             f"set it to a thread count such as 2, or unset it to use every "
+                             f"core")
+        n = int(value)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"threads must be a whole number >= 1; received {n!r}")
+    return int(n)
+
+
+def set_num_threads(n: int | None = None) -> int:
+    """Use ``n`` CPU threads in BLAS (through threadpoolctl) and in the Numba kernels.
+
+    ``None`` reads ``$GPUNN_NUM_THREADS``, else takes every core. Numba cannot start more
+    threads than its pool (``$NUMBA_NUM_THREADS``, default every core), so a larger ``n`` is
+    capped there; the count applied is returned. Call it before training, from the thread
+    that trains (Numba's setting is per calling thread); it imports Numba and threadpoolctl.
+    """
+    n = _threads_wanted(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")  # stays in force: not used as a context
+    from gpunn.kernels.registry import prepare_numba_threads
+
+    prepare_numba_threads()  # before Numba starts its threads
+    import numba
+
+    applied = min(n, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(applied)
+    if applied < n:
+        message = (f"Numba's thread pool has {applied} threads ($NUMBA_NUM_THREADS); its "
+                   f"kernels use {applied}, BLAS uses {n}")
+        if message not in _LOGGED:
+            _LOGGED.add(message)
+            log.warning(message)
+    _THREADS["n"] = n
+    return n

@@ -31,12 +31,14 @@ import numpy as np
 from gpunn.errors import GpunnError
 
 __all__ = ["Single", "MPIComm", "NCCLComm", "world", "launched_size", "launched_rank", "local_rank",
-           "pack", "unpack", "abort_on_exception", "MPIUnavailable"]
+           "local_size", "pack", "unpack", "abort_on_exception", "MPIUnavailable"]
 
 # What launchers set: MPICH's Hydra (PMI_*), Open MPI (OMPI_COMM_WORLD_*), PMIx, Slurm.
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 _LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK",
                     "SLURM_LOCALID")
+_LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE",
+                    "SLURM_NTASKS_PER_NODE")
 
 
 class MPIUnavailable(GpunnError):
@@ -71,6 +73,16 @@ def local_rank(environ=None, default: int = 0) -> int:
         if value.isdigit():
             return int(value)
     return default
+
+
+def local_size(environ=None) -> int:
+    """How many ranks share this machine (they split its cores); the world size if unknown."""
+    environ = os.environ if environ is None else environ
+    for name in _LOCAL_SIZE_VARS:
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return launched_size(environ)
 
 
 class Single:

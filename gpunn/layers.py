@@ -320,7 +320,8 @@ class ConvPool(Layer):
     """network3's ConvPoolLayer: a valid convolution, max-pooling, then σ(pooled + b).
 
     Pooling before the bias and activation gives the same result as after (the bias is per
-    channel and σ is increasing) and applies σ to 4× fewer values.
+    channel and σ is increasing) and applies σ to 4× fewer values. The backend's
+    ``conv_pool`` kernel does all four (on the CPU, fused: :mod:`gpunn.kernels.conv_numba`).
     """
 
     kind = "conv-pool"
@@ -340,27 +341,19 @@ class ConvPool(Layer):
         oh, ow = (h - k + 1) // p, (w - k + 1) // p
         if oh < 1 or ow < 1:
             raise ConfigError(f"{self!r} cannot convolve and pool a {h}x{w} input")
-        self.conv = backend.kernel("conv2d")
-        self.pool = backend.kernel("max_pool2d")
+        self.conv_pool = backend.kernel("conv_pool")
         self.w, self.b = _conv_init(rng, init, self.out_channels, self.in_channels, k,
                                     self.out_channels * k * k // (p * p), dtype)
-        self._no_bias = backend.xp.zeros((self.out_channels,), dtype=dtype)
         return (self.out_channels, oh, ow)
 
     def forward(self, x, train=False, rng=None):
-        conv, self._conv_cache = self.conv.forward(x, self.w, self._no_bias, 1, 0)
-        pooled, self._pool_cache = self.pool.forward(conv, self.pool_size, self.pool_size)
-        pooled += self.b[None, :, None, None]
-        self._z = pooled
-        self._a = self.activation.fn(pooled)
+        self._a, self._cache = self.conv_pool.forward(x, self.w, self.b, self.pool_size,
+                                                      self.activation.name)
         return self._a
 
     def backward(self, grad, need_grad_input=True):
-        delta = grad * self.activation.prime(self._z, self._a)
-        self.nabla_b = delta.sum(axis=(0, 2, 3))
-        dconv = self.pool.backward(delta, self._pool_cache)
-        dx, self.nabla_w, _ = self.conv.backward(dconv, self._conv_cache,
-                                                 need_dx=need_grad_input)
+        dx, self.nabla_w, self.nabla_b = self.conv_pool.backward(grad, self._cache,
+                                                                 need_dx=need_grad_input)
         return dx
 
     def config(self) -> dict:

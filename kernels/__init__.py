@@ -12,6 +12,8 @@ Every implementation is an object with ``forward(...) -> (out, cache)`` and
     conv2d.backward(dout, cache, need_dx=True)  -> (dx, dw, db)
     max_pool2d.forward(x, kernel=2, stride=None) -> (out, cache)
     max_pool2d.backward(dout, cache)             -> dx
+    conv_pool.forward(x, w, b, pool=2, activation="relu") -> (a, cache)
+    conv_pool.backward(grad, cache, need_dx=True) -> (dx, dw, db)
     softmax_cross_entropy.forward(logits, labels)           -> (loss, probs)
     softmax_cross_entropy.backward(probs, labels, scale=1.0) -> dlogits
 
@@ -35,6 +37,12 @@ for _op, _stem in _OPS.items():
     register(_op, "numba", f"gpunn.kernels.{_stem}_numba:{_op}")
     register(_op, "cupy", f"gpunn.kernels.{_stem}_cupy:{_op}")
 del _op, _stem
+
+# network3's conv + max-pool + bias + σ: fused on the CPU; on the GPU, CuPy's conv2d and
+# max_pool2d kernels composed (the reference composes the NumPy references).
+register("conv_pool", "numpy", "gpunn.kernels.conv_pool:conv_pool")
+register("conv_pool", "numba", "gpunn.kernels.conv_numba:conv_pool")
+register("conv_pool", "cupy", "gpunn.kernels.conv_pool:conv_pool_cupy")
 
 # Rows of compact uint8 images as float32, once per training chunk (no GPU twin: data is
 # gathered on the host and then copied).

@@ -69,6 +69,17 @@ def conv2d(x, w, b, stride, padding) -> tuple[int, int]:
     return (hp - kh) // stride + 1, (wp - kw) // stride + 1
 
 
+def conv_pool(x, w, b, pool) -> tuple[int, int, int, int]:
+    """Check conv_pool's arguments (a valid stride-1 convolution, then ``pool``x``pool``
+    max-pooling every ``pool`` pixels); return ``(OH, OW, PH, PW)``: conv and pooled sizes."""
+    oh, ow = conv2d(x, w, b, 1, 0)
+    pool = _positive_int("conv_pool", "pool", pool)
+    if oh < pool or ow < pool:
+        raise ConfigError(f"conv_pool cannot pool {pool}x{pool} windows over the {oh}x{ow} "
+                          f"convolution of x.shape={x.shape} by w.shape={w.shape}")
+    return oh, ow, oh // pool, ow // pool
+
+
 def max_pool2d(x, kernel, stride) -> tuple[int, int, int, int]:
     """Check max_pool2d's arguments; return ``(kernel, stride, OH, OW)``."""
     op = "max_pool2d"

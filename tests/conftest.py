@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The kernels' parallel drivers need a Numba pool of two threads or more to run at all; a
+# one-core machine would otherwise test the serial drivers only. Set before Numba loads.
+os.environ.setdefault("NUMBA_NUM_THREADS", str(max(2, os.cpu_count() or 1)))
 
 import numpy as np
 import pytest

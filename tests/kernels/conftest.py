@@ -44,6 +44,17 @@ def impl(request, backend):
     return backend.kernel
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """Run the CPU kernels on one thread (their serial drivers) and on two (``prange``)."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(request.param)
+    yield request.param
+    numba.set_num_threads(before)
+
+
 @pytest.fixture
 def oracle():
     """The helpers above, for test modules (conftest is not importable as a module)."""

@@ -27,12 +27,32 @@ def _distinct(rng, shape, dtype=np.float64):
     ties=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
-def test_matches_reference(backend, oracle, n, c, h, w, kernel, stride, ties, dtype, seed):
+def test_matches_reference(backend, oracle, threads, n, c, h, w, kernel, stride, ties, dtype,
+                           seed):
     assume(kernel <= min(h, w))
     rng = np.random.default_rng(seed)
     # With ties (few distinct values) the first maximum in row-major order must win.
     x = (rng.integers(0, 3, (n, c, h, w)) if ties else rng.standard_normal((n, c, h, w)))
     x = x.astype(dtype)
+    ref = oracle.reference("max_pool2d")
+    out_ref, cache_ref = ref.forward(x, kernel, stride)
+    pool = backend.kernel("max_pool2d")
+    out, cache = pool.forward(backend.asarray(x, dtype=None), kernel, stride)
+    assert_matches("max_pool2d forward", out, out_ref)
+    dout = rng.standard_normal(out_ref.shape).astype(dtype)
+    dx = pool.backward(backend.asarray(dout, dtype=None), cache)
+    assert_matches("max_pool2d dx", dx, ref.backward(dout, cache_ref), **oracle.tolerance(dtype))
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2)], ids=["book-2x2", "KSH-3x3s2"])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 3), (2, 3, 9, 8), (3, 2, 16, 17), (1, 5, 31, 31)])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unrolled_pools_match_reference(backend, oracle, threads, kernel, stride, shape, ties,
+                                        dtype):
+    """The unrolled 2x2/2 and 3x3/2 loops, odd sizes included, with ties (first max wins)."""
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)).astype(dtype)
     ref = oracle.reference("max_pool2d")
     out_ref, cache_ref = ref.forward(x, kernel, stride)
     pool = backend.kernel("max_pool2d")
