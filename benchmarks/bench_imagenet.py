@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import gpunn  # noqa: F401  (before NumPy: it asks OpenBLAS's idle threads to sleep)
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))

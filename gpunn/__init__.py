@@ -11,6 +11,17 @@ Importing gpunn does no work: CuPy, Numba and the data are loaded when first use
     gpunn.save(net, "ch1.npz")
 """
 
+import os as _os
+import sys as _sys
+
+# OpenBLAS keeps its idle threads spinning for a while after each product; between the
+# products, the CPU kernels' own threads then find no free core (on 2 cores the chapter-6
+# net's steps stalled for 16 ms scheduler slices). OpenBLAS reads this setting once, when
+# NumPy loads it, so it is given here, before gpunn imports NumPy; a value the user set is
+# kept. ``gpunn.backend.set_num_threads`` warns when NumPy was imported first.
+_BLAS_SPINS = "numpy" in _sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in _os.environ
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -483,6 +483,7 @@ def _host_memory() -> dict:
 _THREADS: dict[str, int] = {}  # "n" -> the count set_num_threads last applied
 
 
+
 def cpu_count() -> int:
     """The cores this process may run on (its affinity mask where the system has one)."""
     try:
@@ -536,5 +537,20 @@ def set_num_threads(n: int | None = None) -> int:
         if message not in _LOGGED:
             _LOGGED.add(message)
             log.warning(message)
+    if n > 1:
+        _warn_if_blas_spins()
     _THREADS["n"] = n
     return n
+
+
+def _warn_if_blas_spins() -> None:
+    """Warn once when OpenBLAS was loaded before gpunn could ask its threads to sleep."""
+    import gpunn
+
+    if gpunn._BLAS_SPINS:
+        message = ("NumPy was imported before gpunn, so OpenBLAS's idle threads spin and can "
+                   "stall the CPU kernels' threads: import gpunn before NumPy, or set "
+                   "OPENBLAS_THREAD_TIMEOUT=4 in the environment")
+        if message not in _LOGGED:
+            _LOGGED.add(message)
+            log.warning(message)

@@ -55,6 +55,20 @@ def threads(request):
     numba.set_num_threads(before)
 
 
+@pytest.fixture(params=["pixels", "taps"])
+def layout(request):
+    """Pin the CPU conv kernels to one im2col layout (each is tested, never the timing)."""
+    from gpunn.kernels import conv_numba
+
+    kernels = (conv_numba.conv2d, conv_numba.conv_pool)
+    before = [k.layout for k in kernels]
+    for k in kernels:
+        k.layout = request.param
+    yield request.param
+    for k, was in zip(kernels, before, strict=True):
+        k.layout = was
+
+
 @pytest.fixture
 def oracle():
     """The helpers above, for test modules (conftest is not importable as a module)."""

@@ -31,8 +31,8 @@ def _arrays(rng, dtype, n, c, h, w, f, kh, kw):
     stride=st.integers(1, 4), padding=st.integers(0, 3),
     dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16),
 )
-def test_matches_reference(backend, oracle, threads, n, c, h, w, f, kh, kw, stride, padding,
-                           dtype, seed):
+def test_matches_reference(backend, oracle, threads, layout, n, c, h, w, f, kh, kw, stride,
+                           padding, dtype, seed):
     assume(kh <= h + 2 * padding and kw <= w + 2 * padding)
     x, wt, b = _arrays(np.random.default_rng(seed), dtype, n, c, h, w, f, kh, kw)
     ref = oracle.reference("conv2d")
@@ -55,7 +55,8 @@ def test_matches_reference(backend, oracle, threads, n, c, h, w, f, kh, kw, stri
     "shape, stride, padding",
     [((2, 2, 6, 5, 3, 3, 3), 1, 0), ((2, 2, 7, 7, 3, 3, 2), 2, 1), ((1, 3, 9, 9, 2, 5, 5), 4, 2)],
 )
-def test_gradients_match_finite_differences(backend, impl, oracle, shape, stride, padding):
+def test_gradients_match_finite_differences(backend, impl, oracle, layout, shape, stride,
+                                            padding):
     rng = np.random.default_rng(0)
     x, wt, b = _arrays(rng, np.float64, *shape)
     conv = impl("conv2d")
@@ -147,7 +148,7 @@ def test_reference_matches_torch(oracle):
             assert_matches(f"conv2d {name} vs torch", got, t.grad.numpy())
 
 
-def test_numba_compiles_once_per_dtype(threads):
+def test_numba_compiles_once_per_dtype(threads, layout):
     from gpunn.kernels import conv_numba
 
     for shape in ((2, 1, 8, 8), (3, 2, 10, 7)):
@@ -156,7 +157,9 @@ def test_numba_compiles_once_per_dtype(threads):
                                                np.zeros(2, np.float32), 2, 1)
         conv_numba.conv2d.backward(out, cache)
     suffix = "_par" if threads > 1 else ""
-    for name in ("_im2col", "_col2im", "_transpose", "_transpose_sum"):
+    names = (("_im2col", "_col2im", "_transpose", "_transpose_sum") if layout == "pixels" else
+             ("_im2col_taps", "_col2im_taps", "_planes_out", "_planes_in"))
+    for name in names:
         fn = getattr(conv_numba, name + suffix)
         assert len([s for s in fn.signatures if s[0].dtype.name == "float32"]) == 1, name
 

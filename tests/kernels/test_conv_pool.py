@@ -31,7 +31,7 @@ def _arrays(rng, dtype, n, c, h, w, f, k):
 @pytest.mark.parametrize("activation", FUSED)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matches_composed_reference(backend, oracle, threads, activation, shape, dtype):
+def test_matches_composed_reference(backend, oracle, threads, layout, activation, shape, dtype):
     n, c, h, w, f, k, pool = shape
     rng = np.random.default_rng(hash((activation, shape)) % 2**32)
     x, wt, b = _arrays(rng, dtype, n, c, h, w, f, k)
@@ -53,7 +53,7 @@ def test_matches_composed_reference(backend, oracle, threads, activation, shape,
 
 
 @pytest.mark.parametrize("activation", FUSED)
-def test_backward_without_dx_and_twice(backend, oracle, activation):
+def test_backward_without_dx_and_twice(backend, oracle, layout, activation):
     """need_dx=False gives the same dw, db; a second backward on one cache gives the same."""
     rng = np.random.default_rng(3)
     x, wt, b = _arrays(rng, np.float64, 2, 2, 9, 9, 3, 3)
@@ -69,7 +69,7 @@ def test_backward_without_dx_and_twice(backend, oracle, activation):
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
-def test_gradients_match_finite_differences(backend, impl, oracle, activation):
+def test_gradients_match_finite_differences(backend, impl, oracle, layout, activation):
     rng = np.random.default_rng(0)
     # distinct conv outputs per window keep the max (and relu's kink) away from the steps
     x, wt, b = _arrays(rng, np.float64, 2, 2, 7, 7, 2, 3)
@@ -88,7 +88,7 @@ def test_gradients_match_finite_differences(backend, impl, oracle, activation):
                        rtol=1e-5, atol=1e-7)
 
 
-def test_unfused_activation_runs_composed(oracle):
+def test_unfused_activation_runs_composed(oracle, layout):
     """softmax is not fused; the kernel hands it to the composed ops rather than refusing."""
     from gpunn.kernels import lookup
 

@@ -1,0 +1,63 @@
+"""kernels.choice: the faster candidate is kept per key, on disk, and not measured again."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from gpunn.kernels import choice
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setattr(choice, "_path", lambda: tmp_path / choice.FILE_NAME)
+    monkeypatch.setattr(choice, "_MEMORY", {})
+    return tmp_path / choice.FILE_NAME
+
+
+def _candidates(calls):
+    def slow():
+        calls.append("slow")
+        time.sleep(0.02)
+
+    def fast():
+        calls.append("fast")
+
+    return {"slow": slow, "fast": fast}
+
+
+def test_faster_is_chosen_and_remembered_on_disk(store, monkeypatch):
+    calls = []
+    assert choice.choose("conv k", _candidates(calls)) == "fast"
+    assert calls.count("slow") == calls.count("fast") == 4  # warm-up + 3 timed each
+    assert "conv k" in store.read_text()
+    monkeypatch.setattr(choice, "_MEMORY", {})  # a new process: the file answers
+    calls.clear()
+    assert choice.choose("conv k", _candidates(calls)) == "fast" and calls == []
+
+
+def test_damaged_or_stale_file_is_measured_again(store):
+    store.write_text("{not json")
+    calls = []
+    assert choice.choose("k", _candidates(calls)) == "fast" and calls
+    store.write_text('{"%s | k": "gone"}' % choice.cpu_model())  # a name no longer offered
+    choice._MEMORY.clear()
+    calls.clear()
+    assert choice.choose("k", _candidates(calls)) == "fast" and calls
+
+
+def test_conv_kernels_choose_a_layout_per_shape_and_keep_it(store, monkeypatch):
+    from gpunn.kernels import conv_numba
+
+    monkeypatch.setattr(conv_numba, "_CHOSEN", {})
+    kernel = conv_numba.Conv2dNumba()
+    x = np.ones((2, 1, 9, 9), np.float32)
+    w = np.ones((3, 1, 3, 3), np.float32)
+    out, cache = kernel.forward(x, w, np.zeros(3, np.float32))
+    assert cache[0] in (conv_numba.Pixels, conv_numba.Taps)
+    assert len(conv_numba._CHOSEN) == 1 and "conv2d (2, 1, 9, 9) (3, 1, 3, 3)" in store.read_text()
+    np.testing.assert_allclose(out, 9.0)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        conv_numba.Conv2dNumba("rows")
