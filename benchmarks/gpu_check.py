@@ -109,6 +109,16 @@ def kernel_parity(cpu_kernel, gpu_kernel, to_device, to_host, seed: int = 0) -> 
     for name, c, g in zip(("out", "dx"), *both("max_pool2d", pool)):
         rows.append(compare(f"max_pool2d {name}", c, to_host(g), *tol))
 
+    xc, wc, bc = normal(4, 3, 13, 13), normal(6, 3, 4, 4, scale=0.2), normal(6)
+    for activation in ("sigmoid", "relu"):
+        def conv_pool(k, dev, activation=activation):
+            a, cache = k.forward(dev(xc), dev(wc), dev(bc), 2, activation)
+            grad = dev(np.ones(tuple(a.shape), np.float32))
+            return (a, *k.backward(grad, cache))
+
+        for name, c, g in zip(("a", "dx", "dw", "db"), *both("conv_pool", conv_pool)):
+            rows.append(compare(f"conv_pool {activation} {name}", c, to_host(g), *tol))
+
     logits, labels = normal(16, 10, scale=5.0), r.integers(0, 10, 16)
 
     def xent(k, dev):

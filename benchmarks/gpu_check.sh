@@ -3,7 +3,8 @@
 # about its GPU path, written to the GPU sections of benchmarks/RESULTS.md:
 #
 #   1. pytest -m gpu                       the gpu-marked tests (CuPy beside NumPy)
-#   2. gpu_check.py parity                 every CuPy kernel and one training epoch vs the CPU
+#   2. gpu_check.py parity                 every CuPy kernel (conv_pool too) and one training
+#                                          epoch vs the CPU
 #   3. gpu_check.py fused                  784-30-10, mini-batch 10: s/epoch of the fused step
 #                                          (goal <= 0.1 s on an H100), beside the CPU's
 #   4. gpu_check.py train                  gpunn train --device cuda (chapter 1, 30 epochs)

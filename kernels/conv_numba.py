@@ -643,6 +643,7 @@ class _Chooser:
 
             name = choice.choose(key, {name: make_run(name) for name in LAYOUTS})
             layout = _CHOSEN[key] = LAYOUTS[name]
+            _pool.__dict__.pop("buffers", None)  # the loser's scratch would stay resident
         return layout
 
 

@@ -110,7 +110,7 @@ def stand_in_gpu(monkeypatch):
 def test_kernel_parity_passes_the_cuda_kernels_on_the_stand_in(stand_in_gpu):
     rows = gpu_check.kernel_parity(*stand_in_gpu, np.asarray, np.asarray)
     ops = {row[0].split()[0] for row in rows}
-    assert ops == {"conv2d", "max_pool2d", "softmax_cross_entropy", "dense_sgd"}, ops
+    assert ops == {"conv2d", "conv_pool", "max_pool2d", "softmax_cross_entropy", "dense_sgd"}, ops
     assert not gpu_check.failed(rows), rows
 
 
