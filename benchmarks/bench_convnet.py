@@ -13,7 +13,6 @@ seconds are scaled to a 50,000-image epoch and the figures are medians of ``--re
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time

@@ -26,8 +26,9 @@ for _i, _arg in enumerate(sys.argv):
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = _threads
 
-import gpunn  # noqa: E402,F401  (before NumPy: it asks OpenBLAS's idle threads to sleep)
 import numpy as np  # noqa: E402
+
+import gpunn  # noqa: E402,F401  (before NumPy: it asks OpenBLAS's idle threads to sleep)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median_time, table, write_section  # noqa: E402
@@ -71,14 +72,18 @@ def sgemm_gflops(m: int, k: int, n: int, repeat: int) -> float:
 
 
 def paired_medians(fns, repeat: int, warmup: int = 2) -> list[float]:
-    """Median seconds of each of ``fns``, timed in turn call by call, so that load from other
-    processes on a shared machine falls on all of them alike and their ratios hold."""
+    """Median seconds of each of ``fns``, timed in turn, so that load from other processes on
+    a shared machine falls on all of them alike and their ratios hold. Each timed call comes
+    after an untimed one of the same function: with several threads, the previous library's
+    pool (PyTorch's OpenMP threads, OpenBLAS's) may still hold the cores for a moment after
+    its call, and that moment should not be charged to the next library."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, samples in zip(fns, times):
+            fn()
             t0 = time.perf_counter()
             fn()
             samples.append(time.perf_counter() - t0)
@@ -257,7 +262,8 @@ def main(argv=None) -> None:
     body = "\n\n".join([
         f"`python benchmarks/bench_kernels.py{' --quick' if args.quick else ''} "
         f"--threads {args.threads}`: medians of {repeat} runs; {args.threads} thread(s) for "
-        f"BLAS, Numba and PyTorch. gpunn = the Numba kernels (`backend.kernel(op)` on the CPU); "
+        f"BLAS, Numba and PyTorch, each timed call after an untimed one of its own. gpunn = "
+        f"the Numba kernels (`backend.kernel(op)` on the CPU); "
         f"reference = the NumPy oracle. fwd+bwd computes dx, dw and db; gpunn, torch and "
         f"\"its 3 sgemm\" are timed in turn, call by call. float32 sgemm "
         f"1024x1024x1024: {peak:.1f} GFLOP/s. Load average (1 min, other processes included): "
@@ -276,7 +282,8 @@ def main(argv=None) -> None:
         "GPU (CuPy RawKernel) figures: unmeasured — no GPU in this session; the CUDA sources "
         "are only compiled (NVRTC, sm_80/sm_90) by tests/kernels/test_nvrtc.py.",
     ])
-    write_section("Kernels (CPU)", body)
+    write_section(f"Kernels (CPU, {args.threads} thread{'s' if args.threads != 1 else ''})",
+                  body)
     print(body)
 
 

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import click
 
-from gpunn.cli.main import (DATA_DIR_OPTION, DEVICE_OPTION, THREADS_OPTION, UserError,
-                            select_backend, write_json)
+from gpunn.cli.main import (
+    DATA_DIR_OPTION,
+    DEVICE_OPTION,
+    THREADS_OPTION,
+    UserError,
+    select_backend,
+    write_json,
+)
 from gpunn.cli.session import check_outputs, checkpoint_options, quiet_option
 
 

@@ -268,12 +268,13 @@ class Conv2D(Layer):
         return (self.out_channels, oh, ow)
 
     def forward(self, x, train=False, rng=None):
-        self._z, self._cache = self.conv.forward(x, self.w, self.b, self.stride, self.padding)
-        self._a = self.activation.fn(self._z)
+        z, self._cache = self.conv.forward(x, self.w, self.b, self.stride, self.padding)
+        self._a = self.activation.fn(z)  # z is not kept: one activation-sized array less
         return self._a
 
     def backward(self, grad, need_grad_input=True):
-        delta = grad * self.activation.prime(self._z, self._a)
+        # σ'(z) from a alone, which every elementwise σ allows (relu: z > 0 exactly when a > 0)
+        delta = grad * self.activation.prime(self._a, self._a)
         dx, self.nabla_w, self.nabla_b = self.conv.backward(delta, self._cache,
                                                             need_dx=need_grad_input)
         return dx

@@ -353,3 +353,51 @@ def test_first_compile_likely_asks_the_registry_on_the_cpu_only(monkeypatch):
     assert asked == [["dense_sgd"]]
     gpu = backend.Backend(name="cupy", xp=None, device="cuda:0")
     assert gpu.first_compile_likely(["dense_sgd"]) is False and len(asked) == 1
+
+
+# -- CPU threads ----------------------------------------------------------------------------------
+@pytest.fixture
+def restore_threads():
+    import numba
+
+    before = numba.get_num_threads()
+    yield
+    backend.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_set_num_threads_sets_blas_and_numba_together(restore_threads, n):
+    import numba
+    from threadpoolctl import threadpool_info
+
+    assert backend.set_num_threads(n) == n == backend.num_threads()
+    assert numba.get_num_threads() == n
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas and set(blas) == {n}
+
+
+def test_threads_come_from_the_environment(restore_threads, monkeypatch):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "1")
+    assert backend.set_num_threads() == 1
+    monkeypatch.delenv("GPUNN_NUM_THREADS")
+    assert backend.set_num_threads() == backend.cpu_count()
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_bad_thread_setting_says_what_came_and_what_to_do(restore_threads, monkeypatch, value):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=rf"GPUNN_NUM_THREADS must be a whole number >= 1; it is "
+                                         rf"'{value}'.*unset it"):
+        backend.set_num_threads()
+    with pytest.raises(ValueError, match=r"threads must be a whole number >= 1; received 0"):
+        backend.set_num_threads(0)
+
+
+def test_more_threads_than_numbas_pool_are_capped_there(restore_threads, caplog):
+    import numba
+
+    pool = numba.config.NUMBA_NUM_THREADS
+    with caplog.at_level("WARNING", logger="gpunn.backend"):
+        assert backend.set_num_threads(pool + 1) == pool + 1
+    assert numba.get_num_threads() == pool
+    assert "its kernels use" in caplog.text

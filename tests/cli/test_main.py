@@ -250,3 +250,23 @@ def test_cupys_out_of_memory_is_reported_as_the_gpus_not_the_hosts():
         lambda: OutOfMemoryError("Out of memory allocating 2,097,152 bytes"), batch_size=8), ["go"])
     assert r.exit_code == 4
     assert r.output.startswith("gpunn: error: the GPU ran out of memory allocating 2.0 MiB")
+
+
+def test_threads_reach_blas_and_numba_and_info_shows_them(monkeypatch, tmp_path):
+    import numba
+
+    from gpunn.cli.main import cli
+
+    before = numba.get_num_threads()
+    try:
+        r = CliRunner().invoke(cli, ["train", "--threads", "1", "--epochs", "1", "--train-size",
+                                     "50", "--sizes", "784,10", "--data-dir", str(tmp_path)])
+        assert numba.get_num_threads() == 1, r.output  # found MNIST or not, threads were set
+        monkeypatch.setenv("GPUNN_NUM_THREADS", "1")
+        r = CliRunner().invoke(cli, ["info"])
+        assert r.exit_code == 0 and "CPU threads  1 of" in r.output, r.output
+        monkeypatch.setenv("GPUNN_NUM_THREADS", "many")
+        r = CliRunner().invoke(cli, ["train", "--epochs", "1"])
+        assert r.exit_code == 2 and "--threads" in r.output and "'many'" in r.output, r.output
+    finally:
+        backend.set_num_threads(before)

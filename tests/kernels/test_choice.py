@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_damaged_or_stale_file_is_measured_again(store):
     store.write_text("{not json")
     calls = []
     assert choice.choose("k", _candidates(calls)) == "fast" and calls
-    store.write_text('{"%s | k": "gone"}' % choice.cpu_model())  # a name no longer offered
+    store.write_text(json.dumps({f"{choice.cpu_model()} | k": "gone"}))  # no longer offered
     choice._MEMORY.clear()
     calls.clear()
     assert choice.choose("k", _candidates(calls)) == "fast" and calls
