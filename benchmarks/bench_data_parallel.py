@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+import gpunn  # noqa: F401  (before NumPy: it asks OpenBLAS's idle threads to sleep)
+
+# isort: split
 import numpy as np
 
 HERE = Path(__file__).resolve().parent

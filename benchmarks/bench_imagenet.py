@@ -20,9 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import gpunn  # noqa: F401  (before NumPy: it asks OpenBLAS's idle threads to sleep)
+
+# isort: split
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import median_time, table, write_section  # noqa: E402

@@ -26,9 +26,11 @@ for _i, _arg in enumerate(sys.argv):
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = _threads
 
-import numpy as np  # noqa: E402
 
 import gpunn  # noqa: E402,F401  (before NumPy: it asks OpenBLAS's idle threads to sleep)
+
+# isort: split
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median_time, table, write_section  # noqa: E402
