@@ -129,7 +129,8 @@ def first_compile_likely(ops=None) -> bool:
         if target is None:
             continue
         stem = target.split(":")[0].rsplit(".", 1)[-1]  # gpunn.kernels.conv_numba -> conv_numba
-        if not where.is_dir() or next(where.rglob(f"{stem}.*.nbi"), None) is None:
+        # an op's loops may live in modules named after it (conv_numba_pixels, ...)
+        if not where.is_dir() or next(where.rglob(f"{stem}*.nbi"), None) is None:
             return True
     return False
 

@@ -149,7 +149,7 @@ def test_reference_matches_torch(oracle):
 
 
 def test_numba_compiles_once_per_dtype(threads, layout):
-    from gpunn.kernels import conv_numba
+    from gpunn.kernels import conv_numba, conv_numba_pixels, conv_numba_taps
 
     for shape in ((2, 1, 8, 8), (3, 2, 10, 7)):
         x = np.ones(shape, np.float32)
@@ -157,10 +157,11 @@ def test_numba_compiles_once_per_dtype(threads, layout):
                                                np.zeros(2, np.float32), 2, 1)
         conv_numba.conv2d.backward(out, cache)
     suffix = "_par" if threads > 1 else ""
-    names = (("_im2col", "_col2im", "_transpose", "_transpose_sum") if layout == "pixels" else
-             ("_im2col_taps", "_col2im_taps", "_planes_out", "_planes_in"))
+    module, names = ((conv_numba_pixels, ("im2col", "col2im", "transpose", "transpose_sum"))
+                     if layout == "pixels" else
+                     (conv_numba_taps, ("im2col", "col2im", "planes_out", "planes_in")))
     for name in names:
-        fn = getattr(conv_numba, name + suffix)
+        fn = getattr(module, name + suffix)
         assert len([s for s in fn.signatures if s[0].dtype.name == "float32"]) == 1, name
 
 
