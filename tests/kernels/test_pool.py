@@ -20,6 +20,19 @@ def _distinct(rng, shape, dtype=np.float64):
     return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01).astype(dtype)
 
 
+def _check_against_reference(backend, oracle, rng, x, kernel, stride):
+    """Forward and dx of the backend's kernel against the NumPy reference on ``x``."""
+    ref = oracle.reference("max_pool2d")
+    out_ref, cache_ref = ref.forward(x, kernel, stride)
+    pool = backend.kernel("max_pool2d")
+    out, cache = pool.forward(backend.asarray(x, dtype=None), kernel, stride)
+    assert_matches("max_pool2d forward", out, out_ref)
+    dout = rng.standard_normal(out_ref.shape).astype(x.dtype)
+    dx = pool.backward(backend.asarray(dout, dtype=None), cache)
+    assert_matches("max_pool2d dx", dx, ref.backward(dout, cache_ref),
+                   **oracle.tolerance(x.dtype))
+
+
 @SETTINGS
 @given(
     n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 10), w=st.integers(1, 10),
@@ -34,14 +47,7 @@ def test_matches_reference(backend, oracle, threads, n, c, h, w, kernel, stride,
     # With ties (few distinct values) the first maximum in row-major order must win.
     x = (rng.integers(0, 3, (n, c, h, w)) if ties else rng.standard_normal((n, c, h, w)))
     x = x.astype(dtype)
-    ref = oracle.reference("max_pool2d")
-    out_ref, cache_ref = ref.forward(x, kernel, stride)
-    pool = backend.kernel("max_pool2d")
-    out, cache = pool.forward(backend.asarray(x, dtype=None), kernel, stride)
-    assert_matches("max_pool2d forward", out, out_ref)
-    dout = rng.standard_normal(out_ref.shape).astype(dtype)
-    dx = pool.backward(backend.asarray(dout, dtype=None), cache)
-    assert_matches("max_pool2d dx", dx, ref.backward(dout, cache_ref), **oracle.tolerance(dtype))
+    _check_against_reference(backend, oracle, rng, x, kernel, stride)
 
 
 @pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2)], ids=["book-2x2", "KSH-3x3s2"])
@@ -53,14 +59,7 @@ def test_unrolled_pools_match_reference(backend, oracle, threads, kernel, stride
     """The unrolled 2x2/2 and 3x3/2 loops, odd sizes included, with ties (first max wins)."""
     rng = np.random.default_rng(sum(shape))
     x = (rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)).astype(dtype)
-    ref = oracle.reference("max_pool2d")
-    out_ref, cache_ref = ref.forward(x, kernel, stride)
-    pool = backend.kernel("max_pool2d")
-    out, cache = pool.forward(backend.asarray(x, dtype=None), kernel, stride)
-    assert_matches("max_pool2d forward", out, out_ref)
-    dout = rng.standard_normal(out_ref.shape).astype(dtype)
-    dx = pool.backward(backend.asarray(dout, dtype=None), cache)
-    assert_matches("max_pool2d dx", dx, ref.backward(dout, cache_ref), **oracle.tolerance(dtype))
+    _check_against_reference(backend, oracle, rng, x, kernel, stride)
 
 
 @pytest.mark.parametrize("kernel, stride, size", [(2, 2, 8), (3, 2, 9), (3, 1, 6), (2, 3, 7)])
