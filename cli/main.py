@@ -133,16 +133,19 @@ class _Ranks:
 
     def fail(self, line: str, code: int):
         """Print ``line`` on stderr and exit ``code``; under MPI, abort every rank."""
+        import time
+
         if self.comm is None:
             click.echo(line, err=True)
             sys.exit(code)
         if self.comm.rank > 0:
             # The same mistake (a bad option) fails on every rank: rank 0's abort ends this
             # one before it prints, so the job shows the line once.
-            import time
-
             time.sleep(1.0)
         print(line, file=self.stderr, flush=True)
+        # The launcher forwards a rank's output through a pipe; an abort at once can tear the
+        # job down before the line is through (seen once, on a loaded machine).
+        time.sleep(0.25)
         self.comm.abort(code)
         sys.exit(code)  # MPI_Abort ends the process; should it return, so does this
 
