@@ -40,6 +40,7 @@ import numba
 import numpy as np
 
 from gpunn import activations
+from gpunn.errors import ConfigError
 from gpunn.kernels import checks
 from gpunn.kernels import conv_numba_pixels as pixels
 from gpunn.kernels import conv_numba_taps as taps
@@ -228,7 +229,7 @@ class _Chooser:
 
     def __init__(self, layout: str | None):
         if layout is not None and layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {sorted(LAYOUTS)} or None; "
+            raise ConfigError(f"layout must be one of {sorted(LAYOUTS)} or None; "
                              f"received {layout!r}")
         self.layout = layout
 
