@@ -46,6 +46,24 @@ def test_gradient_check_conv2d_stride_padding_and_overlapping_pool(cost):
     gradcheck(net, X, y, l1=1.0, n=10)
 
 
+ELEMENTWISE = ["sigmoid", "tanh", "relu", "linear"]
+
+
+@pytest.mark.parametrize("first", ELEMENTWISE)
+@pytest.mark.parametrize("second", ELEMENTWISE)
+def test_gradient_check_every_activation_in_every_conv_position(first, second):
+    """Conv2D keeps only a and takes σ' from it; ConvPool's fused kernel likewise: every
+    activation in either position, against finite differences."""
+    X, y = _images(n=4, c=1, size=9)
+    net = Network([Conv2D(1, 3, kernel_size=3, padding=1, activation=first),
+                   ConvPool(3, 2, kernel_size=2, pool=2, activation=second),
+                   Flatten(), Softmax(32, 3)],
+                  cost="log-likelihood", input_shape=(1, 9, 9), seed=2, backend="cpu",
+                  dtype=np.float64)
+    net.layers[-1].w[...] = net.rng.normal(0, 0.5, (3, 32), dtype=np.float64)
+    gradcheck(net, X, y, n=12)
+
+
 def test_shapes_that_do_not_chain_fail_naming_both():
     with pytest.raises(ConfigError, match=r"expects 641 inputs.*\(40, 4, 4\) = 640"):
         Network([ConvPool(1, 20), ConvPool(20, 40), FullyConnected(641, 100),
