@@ -46,6 +46,7 @@ from gpunn.kernels import conv_numba_pixels as pixels
 from gpunn.kernels import conv_numba_taps as taps
 from gpunn.kernels.conv import check_dout
 from gpunn.kernels.conv_pool import ConvPoolComposed, check_grad
+from gpunn.kernels.registry import run_loop as _run
 
 _KEEP_BYTES = 32 << 20  # scratch larger than this (evaluation batches) is not kept
 _KEEP_COUNT = 16  # distinct scratch arrays kept per thread before the pool starts afresh
@@ -69,11 +70,6 @@ def _give_back(key, buf) -> None:
         if len(buffers) >= _KEEP_COUNT:
             buffers.clear()
         buffers[key] = buf
-
-
-def _run(serial, parallel, *args):
-    """Call the ``prange`` driver when Numba may use several threads, else the serial one."""
-    (parallel if numba.get_num_threads() > 1 else serial)(*args)
 
 
 def _sum_rows(partial, dtype):

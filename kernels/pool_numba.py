@@ -10,12 +10,12 @@ each plane the same way on any thread count. Same interface as :mod:`gpunn.kerne
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from gpunn.kernels import checks
 from gpunn.kernels.pool import check_dout
+from gpunn.kernels.registry import run_loop
 
 
 @njit(cache=True)
@@ -143,10 +143,6 @@ def _backward_par(dout, argmax, dx):
 _FORWARD = {(2, 2): (_forward_2x2, _forward_2x2_par), (3, 2): (_forward_3x3s2, _forward_3x3s2_par)}
 
 
-def _parallel() -> bool:
-    return numba.get_num_threads() > 1
-
-
 class MaxPool2dNumba:
     """max_pool2d with an argmax kept per output (float32 and float64)."""
 
@@ -161,9 +157,8 @@ class MaxPool2dNumba:
         out = np.empty(shape, dtype=x.dtype)
         argmax = np.empty(shape, dtype=np.int32)
         serial, parallel = _FORWARD.get((kernel, stride), (_forward, _forward_par))
-        (parallel if _parallel() else serial)(
-            x.reshape(n * c, h, w), out.reshape(n * c, oh, ow), argmax.reshape(n * c, oh, ow),
-            kernel, stride)
+        run_loop(serial, parallel, x.reshape(n * c, h, w), out.reshape(n * c, oh, ow),
+                 argmax.reshape(n * c, oh, ow), kernel, stride)
         return out, (argmax, x.shape, x.dtype)
 
     def backward(self, dout, cache):
@@ -174,8 +169,8 @@ class MaxPool2dNumba:
         dx = np.empty(x_shape, dtype=dtype)
         planes = n * c
         dout = np.ascontiguousarray(dout, dtype=dtype).reshape(planes, *argmax.shape[2:])
-        (_backward_par if _parallel() else _backward)(
-            dout, argmax.reshape(planes, *argmax.shape[2:]), dx.reshape(planes, h, w))
+        run_loop(_backward, _backward_par, dout, argmax.reshape(planes, *argmax.shape[2:]),
+                 dx.reshape(planes, h, w))
         return dx
 
 

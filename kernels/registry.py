@@ -115,6 +115,14 @@ def prepare_numba_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 
+def run_loop(serial, parallel, *args) -> None:
+    """Call a CPU kernel's ``prange`` driver when Numba may use several threads, else its
+    serial driver (no parallel launch to pay for on one thread). Imports Numba."""
+    import numba
+
+    (parallel if numba.get_num_threads() > 1 else serial)(*args)
+
+
 def first_compile_likely(ops=None) -> bool:
     """True when a Numba kernel of ``ops`` (default: every registered one) has nothing
     compiled on disk yet, so its first call will compile (seconds to a minute).
