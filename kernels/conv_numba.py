@@ -25,10 +25,16 @@ The products go to NumPy's BLAS from Python (Numba's own ``np.dot`` would need S
 loops are ``@njit(cache=True)``, compiled once per dtype and kept on disk. The loops run over
 examples on Numba's threads and the products on BLAS's, both as many as
 :func:`gpunn.backend.set_num_threads` says; with one thread the serial drivers run, with no
-parallel launch to pay for. Scratch arrays are reused across calls (per thread, by shape;
-large ones are not kept), and ``cols`` goes back to that pool once backward has used it (a
-second backward on the same cache rebuilds it from ``x``): fresh pages for each call cost more
-than the copies (network3 conv2 at N=10: 1.6 ms fwd+bwd with fresh arrays, 0.9 ms reused).
+parallel launch to pay for.
+
+A batch whose ``cols`` would pass :data:`CHUNK_BYTES` runs in chunks of examples: each chunk's
+``cols``, product and ``dcols`` live in per-thread work buffers that stay in the cache and are
+reused from call to call (fresh pages for each call cost more than the copies: network3 conv2
+at N=10, 1.6 ms fwd+bwd with fresh arrays, 0.9 ms reused), the weight gradient adds up chunk
+by chunk, and backward rebuilds each chunk's ``cols`` from ``x`` instead of holding the whole
+batch's between the passes (alexnet-small's 48→128 layer: 69 MB at batch 64). A batch that
+fits in one chunk keeps its ``cols`` from forward to backward, and it goes back to the pool
+once backward has used it (a second backward on the same cache rebuilds it).
 Same interface as :mod:`gpunn.kernels.conv` and :mod:`gpunn.kernels.conv_pool`.
 """
 
@@ -48,20 +54,21 @@ from gpunn.kernels.conv import check_dout
 from gpunn.kernels.conv_pool import ConvPoolComposed, check_grad
 from gpunn.kernels.registry import run_loop as _run
 
-_KEEP_BYTES = 32 << 20  # scratch larger than this (evaluation batches) is not kept
-_KEEP_COUNT = 16  # distinct scratch arrays kept per thread before the pool starts afresh
+_KEEP_BYTES = 32 << 20  # a held cols larger than this (evaluation batches) is not kept
+_KEEP_COUNT = 16  # distinct held cols kept per thread before the pool starts afresh
+CHUNK_BYTES = 8 << 20  # a batch whose cols would pass this runs in chunks of examples
 _pool = threading.local()
 
 
-def _scratch(name: str, shape: tuple, dtype):
-    """A reusable uninitialised array; the caller must not keep it past its own call."""
-    buffers = _pool.__dict__.setdefault("buffers", {})
-    key = (name, shape, dtype)
-    buf = buffers.pop(key, None)
-    if buf is None:
-        buf = np.empty(shape, dtype)
-    _give_back(key, buf)
-    return buf
+def _work(name: str, shape: tuple, dtype):
+    """A per-thread work buffer of ``shape``, grown as needed and shared by every call:
+    valid only until the next call that asks for ``name``."""
+    buffers = _pool.__dict__.setdefault("work", {})
+    size = int(np.prod(shape))
+    buf = buffers.get((name, np.dtype(dtype)))
+    if buf is None or buf.size < size:
+        buf = buffers[(name, np.dtype(dtype))] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
 
 
 def _give_back(key, buf) -> None:
@@ -72,49 +79,55 @@ def _give_back(key, buf) -> None:
         buffers[key] = buf
 
 
+def _chunk(n: int, per_example: int, itemsize: int) -> int:
+    """Examples per chunk: as many as keep ``cols`` within :data:`CHUNK_BYTES`, at least 1."""
+    return max(1, min(n, CHUNK_BYTES // max(1, per_example * itemsize)))
+
+
 def _sum_rows(partial, dtype):
     """``partial (B, R)`` summed over ``B`` in order (float64), as ``dtype``."""
     return partial.sum(axis=0).astype(dtype)
 
 
 class Pixels:
-    """cols ``(N*OH*OW, KH*KW*C)``, one row per output pixel; ``prod (N, OH*OW, F)``."""
+    """cols ``(n*OH*OW, KH*KW*C)``, one row per output pixel; ``prod (n, OH*OW, F)``."""
 
     name = "pixels"
 
     @staticmethod
-    def forward(x, w, stride, padding, oh, ow):
-        """im2col and the product; ``prod`` is scratch for this call. -> (cols, w2, prod)"""
-        n, c, _, _ = x.shape
-        f, _, kh, kw = w.shape
-        cols = _take_cols((n * oh * ow, kh * kw * c), x.dtype)
+    def cols_shape(n, c, kh, kw, oh, ow):
+        return (n * oh * ow, kh * kw * c)
+
+    @staticmethod
+    def im2col(x, kh, kw, stride, padding, oh, ow, cols):
         _run(pixels.im2col, pixels.im2col_par, x, kh, kw, stride, padding, oh, ow, cols)
-        w2 = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(f, kh * kw * c)
-        prod = _scratch("prod", (n, oh * ow, f), x.dtype)
-        np.matmul(cols, w2.T, out=prod.reshape(n * oh * ow, f))
-        return cols, w2, prod
 
     @staticmethod
-    def im2col(x, kh, kw, stride, padding, oh, ow):
-        cols = np.empty((x.shape[0] * oh * ow, kh * kw * x.shape[1]), x.dtype)
-        _run(pixels.im2col, pixels.im2col_par, x, kh, kw, stride, padding, oh, ow, cols)
-        return cols
+    def weights(w):
+        f, c, kh, kw = w.shape
+        return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(f, kh * kw * c)
 
     @staticmethod
-    def dprod(n, f, oh, ow, dtype):
-        return _scratch("dout2", (n, oh * ow, f), dtype)
+    def prod_shape(n, f, oh, ow):
+        return (n, oh * ow, f)
 
     @staticmethod
-    def products_back(dprod, cols, w2, w_shape):
-        """``dw (F, C, KH, KW)`` and, if ``w2`` is given, ``dcols`` (scratch)."""
+    def product(cols, w2, prod):
+        np.matmul(cols, w2.T, out=prod.reshape(cols.shape[0], w2.shape[0]))
+
+    @staticmethod
+    def dw_product(dprod, cols, out):
+        """``out (F, KH*KW*C) = dprodᵀ · cols``."""
+        np.matmul(dprod.reshape(cols.shape[0], -1).T, cols, out=out)
+
+    @staticmethod
+    def dcols(dprod, w2, out):
+        np.matmul(dprod.reshape(out.shape[0], w2.shape[0]), w2, out=out)
+
+    @staticmethod
+    def dw_final(dw2, w_shape):
         f, c, kh, kw = w_shape
-        dprod = dprod.reshape(-1, f)
-        dw = (dprod.T @ cols).reshape(f, kh, kw, c).transpose(0, 3, 1, 2).copy()
-        if w2 is None:
-            return dw, None
-        dcols = _scratch("dcols", cols.shape, cols.dtype)
-        np.matmul(dprod, w2, out=dcols)
-        return dw, dcols
+        return dw2.reshape(f, kh, kw, c).transpose(0, 3, 1, 2).copy()
 
     @staticmethod
     def col2im(dcols, kh, kw, stride, padding, oh, ow, dx):
@@ -122,13 +135,13 @@ class Pixels:
 
     @staticmethod
     def out(prod, b, out):
-        """``out (N, F, OH, OW)`` from ``prod`` and the bias."""
+        """``out (n, F, OH, OW)`` from ``prod`` and the bias."""
         n, f = out.shape[:2]
         _run(pixels.transpose, pixels.transpose_par, prod, b, out.reshape(n, f, -1))
 
     @staticmethod
     def dout_in(dout, dprod, partial):
-        """``dprod`` from ``dout (N, F, OH, OW)``, and the bias gradient's partial sums."""
+        """``dprod`` from ``dout (n, F, OH, OW)``, and the bias gradient's partial sums."""
         n, f = dout.shape[:2]
         _run(pixels.transpose_sum, pixels.transpose_sum_par, dout.reshape(n, f, -1), dprod,
              partial)
@@ -143,39 +156,41 @@ class Pixels:
 
 
 class Taps:
-    """cols ``(C*KH*KW, N*OH*OW)``, one row per kernel tap; ``prod (F, N*OH*OW)``."""
+    """cols ``(C*KH*KW, n*OH*OW)``, one row per kernel tap; ``prod (F, n*OH*OW)``."""
 
     name = "taps"
 
     @staticmethod
-    def forward(x, w, stride, padding, oh, ow):
-        n, c, _, _ = x.shape
-        f, _, kh, kw = w.shape
-        cols = _take_cols((c * kh * kw, n * oh * ow), x.dtype)
+    def cols_shape(n, c, kh, kw, oh, ow):
+        return (c * kh * kw, n * oh * ow)
+
+    @staticmethod
+    def im2col(x, kh, kw, stride, padding, oh, ow, cols):
         _run(taps.im2col, taps.im2col_par, x, kh, kw, stride, padding, oh, ow, cols)
-        w2 = np.ascontiguousarray(w).reshape(f, c * kh * kw)
-        prod = _scratch("prodT", (f, n * oh * ow), x.dtype)
+
+    @staticmethod
+    def weights(w):
+        return np.ascontiguousarray(w).reshape(w.shape[0], -1)
+
+    @staticmethod
+    def prod_shape(n, f, oh, ow):
+        return (f, n * oh * ow)
+
+    @staticmethod
+    def product(cols, w2, prod):
         np.matmul(w2, cols, out=prod)
-        return cols, w2, prod
 
     @staticmethod
-    def im2col(x, kh, kw, stride, padding, oh, ow):
-        cols = np.empty((kh * kw * x.shape[1], x.shape[0] * oh * ow), x.dtype)
-        _run(taps.im2col, taps.im2col_par, x, kh, kw, stride, padding, oh, ow, cols)
-        return cols
+    def dw_product(dprod, cols, out):
+        np.matmul(dprod, cols.T, out=out)
 
     @staticmethod
-    def dprod(n, f, oh, ow, dtype):
-        return _scratch("doutT", (f, n * oh * ow), dtype)
+    def dcols(dprod, w2, out):
+        np.matmul(w2.T, dprod, out=out)
 
     @staticmethod
-    def products_back(dprod, cols, w2, w_shape):
-        dw = (dprod @ cols.T).reshape(w_shape)
-        if w2 is None:
-            return dw, None
-        dcols = _scratch("dcolsT", cols.shape, cols.dtype)
-        np.matmul(w2.T, dprod, out=dcols)
-        return dw, dcols
+    def dw_final(dw2, w_shape):
+        return dw2.reshape(w_shape)
 
     @staticmethod
     def col2im(dcols, kh, kw, stride, padding, oh, ow, dx):
@@ -203,21 +218,76 @@ class Taps:
 LAYOUTS = {"pixels": Pixels, "taps": Taps}
 
 
-def _backward_products(layout, dprod, held, x, w2, w_shape, stride, padding, oh, ow, need_dx):
-    """``dx`` (or None) and ``dw`` from ``dprod`` in ``layout``; gives ``cols`` back."""
-    _, _, kh, kw = w_shape
-    cols = held[0]
-    if cols is None:  # a second backward on this cache: cols went back to the pool
-        cols = layout.im2col(x, kh, kw, stride, padding, oh, ow)
-    dw, dcols = layout.products_back(dprod, cols, w2 if need_dx else None, w_shape)
+class _Geometry:
+    """One call's shapes: x (N, C, H, W), w (F, C, KH, KW), stride, padding, (OH, OW), and
+    the examples per chunk."""
+
+    def __init__(self, layout, x, w_shape, stride, padding, oh, ow):
+        self.layout, self.x = layout, x
+        self.n, self.c = x.shape[:2]
+        self.w_shape = tuple(w_shape)
+        self.f, _, self.kh, self.kw = self.w_shape
+        self.stride, self.padding, self.oh, self.ow = stride, padding, oh, ow
+        self.dtype = x.dtype
+        self.step = _chunk(self.n, self.kh * self.kw * self.c * oh * ow, x.dtype.itemsize)
+
+    def chunks(self):
+        return [(e, min(self.n, e + self.step)) for e in range(0, self.n, self.step)]
+
+    def cols(self, e0, e1, cols=None):
+        """The im2col of examples ``e0:e1`` (into ``cols``, else a work buffer)."""
+        if cols is None:
+            cols = _work("cols", self.layout.cols_shape(e1 - e0, self.c, self.kh, self.kw,
+                                                        self.oh, self.ow), self.dtype)
+        self.layout.im2col(self.x[e0:e1], self.kh, self.kw, self.stride, self.padding,
+                           self.oh, self.ow, cols)
+        return cols
+
+
+def _forward(layout, x, w, stride, padding, oh, ow, emit):
+    """The product ``prod`` of each chunk, handed to ``emit(prod, e0, e1)``; -> (held, w2):
+    ``held = [cols]`` when the batch was one chunk (kept for backward), else ``[None]``."""
+    g = _Geometry(layout, x, w.shape, stride, padding, oh, ow)
+    w2 = layout.weights(w)
+    held = [None]
+    for e0, e1 in g.chunks():
+        if g.step >= g.n:  # one chunk: its cols are kept for backward
+            shape = layout.cols_shape(g.n, g.c, g.kh, g.kw, oh, ow)
+            held[0] = g.cols(e0, e1, _take_cols(shape, x.dtype))
+            cols = held[0]
+        else:
+            cols = g.cols(e0, e1)
+        prod = _work("prod", layout.prod_shape(e1 - e0, g.f, oh, ow), x.dtype)
+        layout.product(cols, w2, prod)
+        emit(prod, e0, e1)
+    return held, w2
+
+
+def _backward(layout, grad_in, held, x, w2, w_shape, stride, padding, oh, ow, need_dx):
+    """``(dx or None, dw)``: chunk by chunk, ``grad_in(dprod, e0, e1)`` fills the chunk's
+    ``dprod`` (and the bias partials); gives a held ``cols`` back to the pool."""
+    g = _Geometry(layout, x, w_shape, stride, padding, oh, ow)
+    dx = np.empty(x.shape, x.dtype) if need_dx else None
+    dw2 = np.empty((g.f, g.c * g.kh * g.kw), x.dtype)
+    part = None
+    for e0, e1 in g.chunks():
+        dprod = _work("dprod", layout.prod_shape(e1 - e0, g.f, oh, ow), x.dtype)
+        grad_in(dprod, e0, e1)
+        cols = held[0] if held[0] is not None else g.cols(e0, e1)
+        if e0 == 0:
+            layout.dw_product(dprod, cols, dw2)
+        else:  # the weight gradient adds up chunk by chunk
+            part = part if part is not None else np.empty_like(dw2)
+            layout.dw_product(dprod, cols, part)
+            dw2 += part
+        if need_dx:
+            dcols = _work("dcols", cols.shape, x.dtype)
+            layout.dcols(dprod, w2, dcols)
+            layout.col2im(dcols, g.kh, g.kw, stride, padding, oh, ow, dx[e0:e1])
     if held[0] is not None:
-        held[0] = None
+        cols, held[0] = held[0], None  # a second backward rebuilds it
         _give_back(("cols", cols.shape, x.dtype), cols)
-    dx = None
-    if need_dx:
-        dx = np.empty(x.shape, x.dtype)
-        layout.col2im(dcols, kh, kw, stride, padding, oh, ow, dx)
-    return dx, dw
+    return dx, layout.dw_final(dw2, w_shape)
 
 
 class _Chooser:
@@ -282,10 +352,14 @@ class Conv2dNumba(_Chooser):
         oh, ow = checks.conv2d(x, w, b, stride, padding)
         layout = self.layout_for(x.shape, w.shape, stride, padding, x.dtype)
         x = np.ascontiguousarray(x)
-        cols, w2, prod = layout.forward(x, w, stride, padding, oh, ow)
         out = np.empty((x.shape[0], w.shape[0], oh, ow), dtype=x.dtype)
-        layout.out(prod, np.ascontiguousarray(b), out)
-        return out, (layout, x, [cols], w2, w.shape, stride, padding, out.shape)
+        b = np.ascontiguousarray(b)
+
+        def emit(prod, e0, e1):
+            layout.out(prod, b, out[e0:e1])
+
+        held, w2 = _forward(layout, x, w, stride, padding, oh, ow, emit)
+        return out, (layout, x, held, w2, w.shape, stride, padding, out.shape)
 
     def backward(self, dout, cache, need_dx: bool = True):
         """``dout (N, F, OH, OW)`` -> ``(dx (N, C, H, W) or None, dw (F, C, KH, KW), db (F,))``."""
@@ -293,11 +367,14 @@ class Conv2dNumba(_Chooser):
         check_dout(dout, out_shape)
         n, f, oh, ow = out_shape
         dtype = x.dtype
-        dprod = layout.dprod(n, f, oh, ow, dtype)
+        dout = np.ascontiguousarray(dout, dtype=dtype)
         partial = np.empty((n, f))
-        layout.dout_in(np.ascontiguousarray(dout, dtype=dtype), dprod, partial)
-        dx, dw = _backward_products(layout, dprod, held, x, w2, w_shape, stride, padding,
-                                    oh, ow, need_dx)
+
+        def grad_in(dprod, e0, e1):
+            layout.dout_in(dout[e0:e1], dprod, partial[e0:e1])
+
+        dx, dw = _backward(layout, grad_in, held, x, w2, w_shape, stride, padding, oh, ow,
+                           need_dx)
         return dx, dw, _sum_rows(partial, dtype)
 
 
@@ -339,13 +416,17 @@ class ConvPoolNumba(_Chooser):
         name = activations.get(activation).name
         layout = self.layout_for(x.shape, w.shape, int(pool), name, x.dtype)
         x = np.ascontiguousarray(x)
-        cols, w2, prod = layout.forward(x, w, 1, 0, oh, ow)
         shape = (x.shape[0], w.shape[0], ph, pw)
         a = np.empty(shape, x.dtype)
         argmax = np.empty(shape, np.int32)
         code = pixels.CODES[name]
-        layout.pool_activate(prod, np.ascontiguousarray(b), int(pool), oh, ow, code, a, argmax)
-        return a, (layout, x, [cols], w2, w.shape, a, argmax, code, oh, ow)
+        b = np.ascontiguousarray(b)
+
+        def emit(prod, e0, e1):
+            layout.pool_activate(prod, b, int(pool), oh, ow, code, a[e0:e1], argmax[e0:e1])
+
+        held, w2 = _forward(layout, x, w, 1, 0, oh, ow, emit)
+        return a, (layout, x, held, w2, w.shape, a, argmax, code, oh, ow)
 
     def backward(self, grad, cache, need_dx: bool = True):
         """``grad (N, F, PH, PW)`` = ∂C/∂a -> ``(dx (N, C, H, W) or None, dw, db (F,))``."""
@@ -355,10 +436,13 @@ class ConvPoolNumba(_Chooser):
         check_grad(grad, a.shape)
         n, f = a.shape[:2]
         dtype = x.dtype
-        dprod = layout.dprod(n, f, oh, ow, dtype)
+        grad = np.ascontiguousarray(grad, dtype=dtype)
         partial = np.empty((n, f))
-        layout.unpool(np.ascontiguousarray(grad, dtype=dtype), a, argmax, code, dprod, partial)
-        dx, dw = _backward_products(layout, dprod, held, x, w2, w_shape, 1, 0, oh, ow, need_dx)
+
+        def grad_in(dprod, e0, e1):
+            layout.unpool(grad[e0:e1], a[e0:e1], argmax[e0:e1], code, dprod, partial[e0:e1])
+
+        dx, dw = _backward(layout, grad_in, held, x, w2, w_shape, 1, 0, oh, ow, need_dx)
         return dx, dw, _sum_rows(partial, dtype)
 
 

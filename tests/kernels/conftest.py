@@ -69,6 +69,17 @@ def layout(request):
         k.layout = was
 
 
+@pytest.fixture(params=["whole-batch", "per-example"])
+def chunks(request, monkeypatch):
+    """Run the CPU conv kernels on the batch at once, and in chunks of one example (the
+    path a batch takes when its ``cols`` would pass ``CHUNK_BYTES``)."""
+    from gpunn.kernels import conv_numba
+
+    if request.param == "per-example":
+        monkeypatch.setattr(conv_numba, "CHUNK_BYTES", 1)
+    return request.param
+
+
 @pytest.fixture
 def oracle():
     """The helpers above, for test modules (conftest is not importable as a module)."""

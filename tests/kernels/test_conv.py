@@ -31,7 +31,7 @@ def _arrays(rng, dtype, n, c, h, w, f, kh, kw):
     stride=st.integers(1, 4), padding=st.integers(0, 3),
     dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16),
 )
-def test_matches_reference(backend, oracle, threads, layout, n, c, h, w, f, kh, kw, stride,
+def test_matches_reference(backend, oracle, threads, layout, chunks, n, c, h, w, f, kh, kw, stride,
                            padding, dtype, seed):
     assume(kh <= h + 2 * padding and kw <= w + 2 * padding)
     x, wt, b = _arrays(np.random.default_rng(seed), dtype, n, c, h, w, f, kh, kw)
@@ -83,9 +83,10 @@ def test_backward_can_skip_dx(backend):
     assert dx is None and dw.shape == wt.shape and db.shape == b.shape
 
 
-def test_interleaved_and_repeated_backward_match_reference(backend, oracle):
+def test_interleaved_and_repeated_backward_match_reference(backend, oracle, chunks):
     # Kernels may reuse scratch between calls: two forwards of one shape before either
-    # backward, then a second backward on the same cache, must still give each its own grads.
+    # backward, then a second backward on the same cache, must still give each its own grads
+    # (whether forward kept the batch's cols or backward rebuilds them chunk by chunk).
     ref, conv = oracle.reference("conv2d"), backend.kernel("conv2d")
     rng = np.random.default_rng(3)
     tol = oracle.tolerance(np.float32)
@@ -99,6 +100,37 @@ def test_interleaved_and_repeated_backward_match_reference(backend, oracle):
         grads = conv.backward(backend.asarray(dout), cache)
         for name, got, want in zip(("dx", "dw", "db"), grads, wants, strict=True):
             assert_matches(f"conv2d {name}", got, want, **tol)
+
+
+@pytest.mark.parametrize("layout_name", ["pixels", "taps"])
+@pytest.mark.parametrize("threads_n", [1, 2])
+def test_uneven_chunks_match_reference(oracle, monkeypatch, layout_name, threads_n):
+    # 5 examples in chunks of 2: the last chunk is shorter than the work buffers it uses,
+    # and the weight gradient adds three chunks' products
+    import numba
+
+    from gpunn.kernels import conv_numba
+
+    n, c, h, f, k = 5, 3, 9, 4, 3
+    monkeypatch.setattr(conv_numba, "CHUNK_BYTES", 2 * (h - k + 3) ** 2 * c * k * k * 4)
+    kernel = conv_numba.Conv2dNumba(layout_name)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads_n)
+    try:
+        x, wt, b = _arrays(np.random.default_rng(7), np.float32, n, c, h, h, f, k, k)
+        ref = oracle.reference("conv2d")
+        out_ref, cache_ref = ref.forward(x, wt, b, 1, 1)
+        out, cache = kernel.forward(x, wt, b, 1, 1)
+        assert conv_numba._Geometry(kernel.layout_for(x.shape, wt.shape, 1, 1, x.dtype), x,
+                                    wt.shape, 1, 1, h, h).step == 2
+        tol = oracle.tolerance(np.float32)
+        assert_matches("conv2d forward", out, out_ref, **tol)
+        dout = np.random.default_rng(8).standard_normal(out.shape).astype(np.float32)
+        for name, got, want in zip(("dx", "dw", "db"), kernel.backward(dout, cache),
+                                   ref.backward(dout, cache_ref), strict=True):
+            assert_matches(f"conv2d {name}", got, want, **tol)
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_skipping_dx_leaves_dw_and_db(backend, oracle):

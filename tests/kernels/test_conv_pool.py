@@ -31,7 +31,8 @@ def _arrays(rng, dtype, n, c, h, w, f, k):
 @pytest.mark.parametrize("activation", FUSED)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matches_composed_reference(backend, oracle, threads, layout, activation, shape, dtype):
+def test_matches_composed_reference(backend, oracle, threads, layout, chunks, activation, shape,
+                                    dtype):
     n, c, h, w, f, k, pool = shape
     rng = np.random.default_rng(hash((activation, shape)) % 2**32)
     x, wt, b = _arrays(rng, dtype, n, c, h, w, f, k)
@@ -53,7 +54,7 @@ def test_matches_composed_reference(backend, oracle, threads, layout, activation
 
 
 @pytest.mark.parametrize("activation", FUSED)
-def test_backward_without_dx_and_twice(backend, oracle, layout, activation):
+def test_backward_without_dx_and_twice(backend, oracle, layout, chunks, activation):
     """need_dx=False gives the same dw, db; a second backward on one cache gives the same."""
     rng = np.random.default_rng(3)
     x, wt, b = _arrays(rng, np.float64, 2, 2, 9, 9, 3, 3)
