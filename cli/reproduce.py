@@ -48,6 +48,12 @@ def _list_rows() -> None:
 @click.option("--quick", is_flag=True,
               help=f"A smoke test: 1 seed, 1 epoch, {QUICK_TRAIN_SIZE:,} training images "
                    f"(2 members for an ensemble).")
+@click.option("--member", "only_members", type=click.IntRange(min=1), multiple=True,
+              metavar="K",
+              help="For an ensemble row: train only member K (repeatable) and stop before the "
+                   "vote, to spread the members over processes or machines that share one "
+                   "--checkpoint-dir. Run again without --member to vote: finished members "
+                   "are loaded, not retrained.")
 @click.option("--compat", type=click.Choice(["book", "network3"]), default="book",
               show_default=True, help="Follow the book's text, or network3.py's actual code "
                                       "(FC init, L2 scaling, dropout scaling).")
@@ -66,8 +72,9 @@ def _list_rows() -> None:
                    "DIR holds nothing of this row.")
 @checkpoint_options
 @quiet_option
-def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, threads, data_dir,
-              metrics_json, checkpoint_dir, resume, checkpoint_every, keep, on_nan, quiet):
+def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand, device, threads,
+              data_dir, metrics_json, checkpoint_dir, resume, checkpoint_every, keep, on_nan,
+              quiet):
     """Train one of the book's results (ROW) and print the book's figure beside gpunn's.
 
     \b
@@ -75,6 +82,7 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, thre
       gpunn reproduce ch6-relu --seeds 3
       gpunn reproduce ch6-dropout --quick
       gpunn reproduce ch6-relu --expand shifts,rotations
+      gpunn reproduce ch6-ensemble --seeds 1 --checkpoint-dir ck --member 1 --member 2
     """
     from gpunn import book
 
@@ -89,6 +97,8 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, thre
         raise UserError(f"--quick trains one seed (a smoke test); drop --seeds {seeds} or "
                         f"--quick")
     checkpoint_dir = resolve_resume(resume, checkpoint_dir, spec.name)
+    members_per_seed = min(spec.ensemble, 2) if quick else spec.ensemble
+    _check_members(spec, only_members, members_per_seed, checkpoint_dir, metrics_json)
     check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
     be = select_backend(device, threads)
     from gpunn.data import load_dataset
@@ -99,7 +109,6 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, thre
     train_size = min(QUICK_TRAIN_SIZE, len(data.train)) if quick else None
     n_epochs = epochs or spec.epochs
     # --quick trains two members of an ensemble: enough to exercise the vote
-    members_per_seed = min(spec.ensemble, 2) if quick else spec.ensemble
     click.echo(f"{spec.name}: {spec.title}; book {spec.book:.2f}% ({spec.split}); "
                f"{plural(seeds, 'seed')} x {plural(n_epochs, 'epoch')}"
                + (f" x {plural(members_per_seed, 'member')}" if spec.ensemble > 1 else "")
@@ -120,12 +129,21 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, thre
         start = time.perf_counter()
         members = []
         for k in range(members_per_seed):
+            if only_members and k + 1 not in only_members:
+                continue
             member_seed = seed if spec.ensemble == 1 else seed * 100 + k
             label = f"seed {seed} " + (f"member {k + 1} " if spec.ensemble > 1 else "")
             run_dir = (Path(checkpoint_dir) / spec.name / (f"seed-{seed}" + (
                 f"-member-{k + 1}" if spec.ensemble > 1 else "")) if checkpoint_dir else None)
             members.append(_run_member(spec, data, member_seed, run_dir, settings, be, epochs,
                                        compat, train_size, label, run))
+        if only_members:
+            click.echo(f"seed {seed}: trained member{'s' if len(only_members) > 1 else ''} "
+                       f"{', '.join(map(str, sorted(set(only_members))))} of "
+                       f"{members_per_seed} in {time.perf_counter() - start:.1f} s; run the "
+                       f"command again without --member to vote once every member has "
+                       f"finished")
+            continue
         if spec.ensemble > 1:
             from gpunn.ensemble import Ensemble
 
@@ -146,6 +164,8 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, thre
         click.echo(f"seed {seed}: {_figure_name(spec)} {result['figure']:.2%}{extra}; "
                    f"{result['seconds']:.1f} s ({result['train_seconds']:.1f} s training, the "
                    f"rest evaluating)")
+    if only_members:
+        return
     median = statistics.median(r["figure"] for r in results)
     click.echo(f"{spec.name}: median {_figure_name(spec)} {median:.2%} over "
                f"{plural(len(results), 'seed')}; book {spec.book:.2f}%"
@@ -157,6 +177,26 @@ def reproduce(row, list_rows, seeds, epochs, quick, compat, expand, device, thre
                                           "quick": quick, "epochs": n_epochs,
                                           "device": be.device, "median": median,
                                           "seeds": results})
+
+
+def _check_members(spec, only_members, members_per_seed, checkpoint_dir, metrics_json):
+    """``--member K``: only for an ensemble row, K within it, and with a checkpoint directory
+    (the member's network must outlive the command for the vote)."""
+    if not only_members:
+        return
+    if spec.ensemble == 1:
+        raise UserError(f"--member trains one network of an ensemble; {spec.name} is a single "
+                        f"network (the ensemble row is ch6-ensemble)")
+    too_big = sorted(k for k in set(only_members) if k > members_per_seed)
+    if too_big:
+        raise UserError(f"--member {too_big[0]}: {spec.name} has members 1 to "
+                        f"{members_per_seed}")
+    if not checkpoint_dir:
+        raise UserError("--member needs --checkpoint-dir DIR: the vote later loads each "
+                        "member from there")
+    if metrics_json:
+        raise UserError("--metrics-json records the vote, which --member does not reach; "
+                        "give it to the run without --member")
 
 
 def _figure_name(spec) -> str:

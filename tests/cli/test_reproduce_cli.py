@@ -120,6 +120,43 @@ def test_ensemble_with_checkpoints_does_not_retrain_finished_members(data_dir, t
     assert last and last[0].split(";")[0] in again.output
 
 
+def test_ensemble_members_trained_apart_vote_as_one_run(data_dir, tmp_path):
+    # --member spreads an ensemble over processes sharing a checkpoint directory; the vote
+    # afterwards loads them and equals the vote of one run that trained them in turn
+    base = ["reproduce", "ch6-ensemble", "--quick", "--data-dir", data_dir, "--device", "cpu"]
+    straight = json.loads(_metrics(run(*base, "--metrics-json", tmp_path / "a.json"),
+                                   tmp_path / "a.json"))
+    ck = tmp_path / "ck"
+    second = run(*base, "--checkpoint-dir", ck, "--member", 2)
+    assert second.exit_code == 0, second.output
+    assert "trained member 2 of 2" in second.output
+    assert "test accuracy of the vote" not in second.output
+    assert not (ck / "ch6-ensemble" / "seed-1-member-1").exists()
+    first = run(*base, "--checkpoint-dir", ck, "--member", 1)
+    assert first.exit_code == 0 and "trained member 1 of 2" in first.output, first.output
+    vote = run(*base, "--checkpoint-dir", ck, "--metrics-json", tmp_path / "b.json")
+    assert vote.output.count("not retrained") == 2, vote.output
+    voted = json.loads(_metrics(vote, tmp_path / "b.json"))
+    assert voted["seeds"][0]["figure"] == straight["seeds"][0]["figure"]
+    assert voted["seeds"][0]["members"] == straight["seeds"][0]["members"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["ch6-relu", "--member", 1], "ch6-relu is a single network"),
+    (["ch6-ensemble", "--member", 3], "--member 3: ch6-ensemble has members 1 to 2"),
+    (["ch6-ensemble", "--member", 1, "--no-checkpoint-dir"], "--member needs --checkpoint-dir"),
+    (["ch6-ensemble", "--member", 1, "--metrics-json", "m.json"], "records the vote"),
+])
+def test_member_refuses_what_it_cannot_do(data_dir, tmp_path, args, needle):
+    if "--no-checkpoint-dir" in args:
+        args = [a for a in args if a != "--no-checkpoint-dir"]
+    else:
+        args = [*args, "--checkpoint-dir", tmp_path / "ck"]
+    r = run("reproduce", *args, "--quick", "--data-dir", data_dir)
+    assert r.exit_code == 2 and needle in r.output, r.output
+    assert not (tmp_path / "ck").exists()
+
+
 def test_reproduce_expand_replaces_the_rows_own_data(data_dir, monkeypatch):
     from gpunn.data import expand as module
 
