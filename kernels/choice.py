@@ -2,7 +2,7 @@
 
 Some ops have two ways to run that give the same result within rounding, and which is
 faster depends on the shape and the machine (conv2d's two im2col layouts: see
-:mod:`gpunn.kernels.conv_numba`). :func:`choose` times each candidate once for a key (the
+:mod:`gpunn.kernels.conv_numba`). :func:`choose` times the candidates in turn for a key (the
 shapes, the dtype, the thread count), keeps the fastest's name in memory and in
 ``choices.json`` beside Numba's cache (:func:`gpunn.kernels.registry.prepare_numba_cache`),
 and answers later calls, in this process or the next, without timing anything. The file is
@@ -65,21 +65,32 @@ def _write(key: str, name: str) -> None:
         pass  # an unwritable cache only costs a measurement in the next process
 
 
+MARGIN = 0.10  # another candidate must beat the first (the default) by this fraction
+
+
 def choose(key: str, candidates: dict, repeat: int = 3) -> str:
     """The name of the fastest of ``candidates`` (name -> a function of no arguments) for
-    ``key``; each is run once to warm up (compiles) and then ``repeat`` times, best kept."""
+    ``key``. Each runs once to warm up (compiles), then the candidates take turns, ``repeat``
+    rounds, and each keeps its fastest time: a burst of load from another process then slows
+    every candidate alike rather than the one that happened to be running. The first
+    candidate is the default; another is chosen only when it is at least :data:`MARGIN`
+    faster, so that noise does not fix a slower variant on disk for good."""
     full = f"{cpu_model()} | {key}"
     name = _MEMORY.get(full)
     if name is None:
         name = _read().get(full)
     if name not in candidates:
-        best = None
-        for candidate, run in candidates.items():
+        for run in candidates.values():
             run()
-            seconds = min(_timed(run) for _ in range(repeat))
-            if best is None or seconds < best[0]:
-                best = (seconds, candidate)
-        name = best[1]
+        best = dict.fromkeys(candidates, float("inf"))
+        order = list(candidates)
+        for i in range(repeat):
+            for candidate in (order if i % 2 == 0 else order[::-1]):
+                best[candidate] = min(best[candidate], _timed(candidates[candidate]))
+        name = order[0]
+        for candidate in order[1:]:
+            if best[candidate] < (1 - MARGIN) * best[name]:
+                name = candidate
         _write(full, name)
     _MEMORY[full] = name
     return name

@@ -39,6 +39,30 @@ def test_faster_is_chosen_and_remembered_on_disk(store, monkeypatch):
     assert choice.choose("conv k", _candidates(calls)) == "fast" and calls == []
 
 
+@pytest.mark.parametrize("ratio, want", [(0.95, "default"), (1.5, "default"), (0.8, "other")])
+def test_the_first_candidate_wins_unless_another_is_clearly_faster(store, monkeypatch, ratio,
+                                                                   want):
+    # 5% faster is within noise: the default (first) stays; 20% faster wins
+    def default():
+        pass
+
+    def other():
+        pass
+
+    cost = {default: 1.0, other: ratio}
+    monkeypatch.setattr(choice, "_timed", lambda run: cost[run])
+    assert choice.choose("k", {"default": default, "other": other}) == want
+
+
+def test_candidates_take_turns(store, monkeypatch):
+    # a burst of load during one stretch of time must not fall on one candidate only
+    order = []
+    monkeypatch.setattr(choice, "_timed", lambda run: (run(), 1.0)[1])
+    cands = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    choice.choose("turns", cands)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-ups, then turns
+
+
 def test_damaged_or_stale_file_is_measured_again(store):
     store.write_text("{not json")
     calls = []
