@@ -27,14 +27,16 @@ examples on Numba's threads and the products on BLAS's, both as many as
 :func:`gpunn.backend.set_num_threads` says; with one thread the serial drivers run, with no
 parallel launch to pay for.
 
-A batch whose ``cols`` would pass :data:`CHUNK_BYTES` runs in chunks of examples: each chunk's
-``cols``, product and ``dcols`` live in per-thread work buffers that stay in the cache and are
-reused from call to call (fresh pages for each call cost more than the copies: network3 conv2
-at N=10, 1.6 ms fwd+bwd with fresh arrays, 0.9 ms reused), the weight gradient adds up chunk
-by chunk, and backward rebuilds each chunk's ``cols`` from ``x`` instead of holding the whole
-batch's between the passes (alexnet-small's 48→128 layer: 69 MB at batch 64). A batch that
-fits in one chunk keeps its ``cols`` from forward to backward, and it goes back to the pool
-once backward has used it (a second backward on the same cache rebuilds it).
+A batch whose ``cols`` fit in :data:`WHOLE_BYTES` runs whole and keeps its ``cols`` from forward
+to backward; they go back to a pool once backward has used them (a second backward on the
+same cache rebuilds them). A larger batch (alexnet-small's 48→128 layer: 69 MB at batch 64;
+evaluation batches) runs in chunks of examples of :data:`CHUNK_BYTES`: each chunk's ``cols``,
+product and ``dcols`` live in per-thread work buffers reused from call to call (fresh pages
+for each call cost more than the copies: network3 conv2 at N=10, 1.6 ms fwd+bwd with fresh
+arrays, 0.9 ms reused), the weight gradient adds up chunk by chunk, and backward rebuilds each
+chunk's ``cols`` from ``x`` instead of holding the batch's between the passes. Chunks cost a
+second im2col and smaller products: 10–27% more time on a 23 MB ``cols`` (64→64 5×5 on
+15×15, batch 16), 4–11% less on the 69 MB one; hence the two sizes.
 Same interface as :mod:`gpunn.kernels.conv` and :mod:`gpunn.kernels.conv_pool`.
 """
 
@@ -56,7 +58,8 @@ from gpunn.kernels.registry import run_loop as _run
 
 _KEEP_BYTES = 32 << 20  # a held cols larger than this (evaluation batches) is not kept
 _KEEP_COUNT = 16  # distinct held cols kept per thread before the pool starts afresh
-CHUNK_BYTES = 8 << 20  # a batch whose cols would pass this runs in chunks of examples
+WHOLE_BYTES = 32 << 20  # a batch whose cols fit in this runs whole, its cols kept for backward
+CHUNK_BYTES = 8 << 20  # else it runs in chunks of examples whose cols fit in this
 _pool = threading.local()
 
 
@@ -80,7 +83,10 @@ def _give_back(key, buf) -> None:
 
 
 def _chunk(n: int, per_example: int, itemsize: int) -> int:
-    """Examples per chunk: as many as keep ``cols`` within :data:`CHUNK_BYTES`, at least 1."""
+    """Examples per chunk: the batch when its ``cols`` fit in :data:`WHOLE_BYTES`, else as
+    many as keep a chunk's ``cols`` within :data:`CHUNK_BYTES`, at least 1."""
+    if n * per_example * itemsize <= WHOLE_BYTES:
+        return n
     return max(1, min(n, CHUNK_BYTES // max(1, per_example * itemsize)))
 
 

@@ -72,10 +72,11 @@ def layout(request):
 @pytest.fixture(params=["whole-batch", "per-example"])
 def chunks(request, monkeypatch):
     """Run the CPU conv kernels on the batch at once, and in chunks of one example (the
-    path a batch takes when its ``cols`` would pass ``CHUNK_BYTES``)."""
+    path a batch takes when its ``cols`` would pass ``WHOLE_BYTES``)."""
     from gpunn.kernels import conv_numba
 
     if request.param == "per-example":
+        monkeypatch.setattr(conv_numba, "WHOLE_BYTES", 0)
         monkeypatch.setattr(conv_numba, "CHUNK_BYTES", 1)
     return request.param
 

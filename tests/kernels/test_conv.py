@@ -112,6 +112,7 @@ def test_uneven_chunks_match_reference(oracle, monkeypatch, layout_name, threads
     from gpunn.kernels import conv_numba
 
     n, c, h, f, k = 5, 3, 9, 4, 3
+    monkeypatch.setattr(conv_numba, "WHOLE_BYTES", 0)
     monkeypatch.setattr(conv_numba, "CHUNK_BYTES", 2 * (h - k + 3) ** 2 * c * k * k * 4)
     kernel = conv_numba.Conv2dNumba(layout_name)
     before = numba.get_num_threads()
