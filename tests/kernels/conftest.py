@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,26 @@ def numerical_gradient(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         flat[i] = keep
         gflat[i] = (plus - minus) / (2 * eps)
     return grad
+
+
+# Settings of the CPU kernels only: on CuPy each variant would run the same code again.
+_CPU_ONLY = {"layout": "taps", "threads": 2, "chunks": "per-example"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the CuPy runs of the CPU-only variants above (one CuPy run per case stays)."""
+    here = Path(__file__).parent
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        cpu_only = any(params.get(name) == value for name, value in _CPU_ONLY.items())
+        if here in Path(item.path).parents and params.get("backend") == "cupy" and cpu_only:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(params=["reference", "backend"])
