@@ -161,9 +161,12 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
                  if spec.ensemble > 1 else
                  f" (best {'validation' if spec.chapter == 6 else spec.split} "
                  f"{result['best']:.2%} at epoch {result['best_epoch']})")
-        click.echo(f"seed {seed}: {_figure_name(spec)} {result['figure']:.2%}{extra}; "
-                   f"{result['seconds']:.1f} s ({result['train_seconds']:.1f} s training, the "
-                   f"rest evaluating)")
+        result["earlier_runs"] = any(m.get("earlier_runs") for m in members)
+        timing = (f"{result['seconds']:.1f} s in this run; {result['train_seconds']:.1f} s of "
+                  f"training in all, earlier runs included" if result["earlier_runs"] else
+                  f"{result['seconds']:.1f} s ({result['train_seconds']:.1f} s training, the "
+                  f"rest evaluating)")
+        click.echo(f"seed {seed}: {_figure_name(spec)} {result['figure']:.2%}{extra}; {timing}")
     if only_members:
         return
     median = statistics.median(r["figure"] for r in results)
@@ -242,7 +245,8 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
                 raise UserError(f"{run_dir} holds a run with other settings "
                                 f"({result.get('settings')}); use another --checkpoint-dir")
             click.echo(f"  {label}finished earlier ({run_dir}), not retrained", err=True)
-            return {**result, "net": gpunn.load(run_dir / "model.npz", backend=be)}
+            return {**result, "earlier_runs": True,
+                    "net": gpunn.load(run_dir / "model.npz", backend=be)}
         if latest_checkpoint(run_dir) is not None:
             resume = load_checkpoint(run_dir, backend=be)
             if resume[1].get("reproduce") != settings:
@@ -273,6 +277,7 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
         book.run_row, spec, data, seed, epochs=epochs, backend=be, compat=compat,
         train_size=train_size, resume=(net, state), checkpoint_every=run["checkpoint_every"],
         on_nan=run["on_nan"], expand=settings.get("expand"), comm=world(be)))
+    result["earlier_runs"] = state is not None  # some epochs were trained by an earlier run
     if run_dir is not None and primary():  # rank 0 writes
         gpunn.save(result["net"], run_dir / "model.npz")
         write_json(str(run_dir / "result.json"),

@@ -99,10 +99,15 @@ def test_reproduce_interrupted_resumes_to_the_same_result(data_dir, tmp_path, mo
     r = run(*args, "--checkpoint-dir", ck)
     assert r.exit_code == 130 and "resume with: the same command again" in r.output, r.output
     monkeypatch.undo()
-    resumed = json.loads(_metrics(run(*args, "--checkpoint-dir", ck, "--metrics-json",
-                                      tmp_path / "b.json"), tmp_path / "b.json"))
+    again = run(*args, "--checkpoint-dir", ck, "--metrics-json", tmp_path / "b.json")
+    resumed = json.loads(_metrics(again, tmp_path / "b.json"))
     assert [s["figure"] for s in resumed["seeds"]] == [s["figure"] for s in straight["seeds"]]
     assert resumed["median"] == straight["median"]
+    # seed 1 finished and seed 2 half-trained in the first run: the times say so
+    assert [s["earlier_runs"] for s in resumed["seeds"]] == [True, True]
+    assert not any(s["earlier_runs"] for s in straight["seeds"])
+    assert again.output.count("earlier runs included") == 2, again.output
+    assert "the rest evaluating" in run(*args).output  # a run from scratch
 
 
 def _metrics(result, path):
