@@ -56,7 +56,6 @@ from gpunn.kernels.conv import check_dout
 from gpunn.kernels.conv_pool import ConvPoolComposed, check_grad
 from gpunn.kernels.registry import run_loop as _run
 
-_KEEP_BYTES = 32 << 20  # a held cols larger than this (evaluation batches) is not kept
 _KEEP_COUNT = 16  # distinct held cols kept per thread before the pool starts afresh
 WHOLE_BYTES = 32 << 20  # a batch whose cols fit in this runs whole, its cols kept for backward
 CHUNK_BYTES = 8 << 20  # else it runs in chunks of examples whose cols fit in this
@@ -75,11 +74,10 @@ def _work(name: str, shape: tuple, dtype):
 
 
 def _give_back(key, buf) -> None:
-    buffers = _pool.__dict__.setdefault("buffers", {})
-    if buf.nbytes <= _KEEP_BYTES:
-        if len(buffers) >= _KEEP_COUNT:
-            buffers.clear()
-        buffers[key] = buf
+    buffers = _pool.__dict__.setdefault("buffers", {})  # held cols are <= WHOLE_BYTES each
+    if len(buffers) >= _KEEP_COUNT:
+        buffers.clear()
+    buffers[key] = buf
 
 
 def _chunk(n: int, per_example: int, itemsize: int) -> int:
