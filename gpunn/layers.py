@@ -113,6 +113,7 @@ class FullyConnected(Layer):
                 f"shape {tuple(input_shape)} = {size} values; set n_in={size}"
             )
         self.init_params(rng, init, dtype)
+        self._backend = backend
         return (self.n_out,)
 
     def init_params(self, rng, init: str = "default", dtype=np.float32) -> None:
@@ -154,9 +155,40 @@ class FullyConnected(Layer):
         """δ = ∂C/∂a ⊙ σ'(z): BP2's elementwise half."""
         return grad_a * self.activation.prime(self._z, self._a)
 
+    # ∂C/∂W = δᵀx is formed only when read: the optimiser's step can instead add −ηδᵀx to W
+    # in one product (:meth:`descend`) and never hold it.
+    _nabla_w = _factors = _backend = None
+
+    @property
+    def nabla_w(self):
+        """∂C/∂W (n_out, n_in) of the last backward pass (formed from δ and x on first read)."""
+        if self._nabla_w is None and self._factors is not None:
+            delta, x = self._factors
+            self._nabla_w, self._factors = delta.T @ x, None
+        return self._nabla_w
+
+    @nabla_w.setter
+    def nabla_w(self, value):
+        self._nabla_w, self._factors = value, None
+
+    def descend(self, eta: float, decay: float = 1.0) -> bool:
+        """W ← decay·W − η ∂C/∂W straight from the backward pass's δ and x, without forming
+        ∂C/∂W (the ``weight_update`` kernel: one sgemm on the CPU). False, and nothing done,
+        when ∂C/∂W was already formed (read or set since backward) or the kernel cannot take
+        these arrays: the caller then updates W from ``nabla_w``. Biases are the caller's."""
+        if self._factors is None or self._backend is None:
+            return False
+        delta, x = self._factors
+        update = self._backend.kernel("weight_update")
+        if not update.supports(self.w, delta, x):
+            return False
+        update(self.w, delta, x, eta, decay)
+        self._factors = None
+        return True
+
     def backward_delta(self, delta, need_grad_input: bool = True):
         self.nabla_b = delta.sum(axis=0)
-        self.nabla_w = delta.T @ self._x
+        self._nabla_w, self._factors = None, (delta, self._x)
         if not need_grad_input:
             return None
         grad = delta @ self.w

@@ -82,7 +82,13 @@ class SGD:
             self.init_velocities(layers, xp)
         decay = 1.0 - eta * self.lmbda / n
         for i, layer in enumerate(layers):
+            # plain SGD (L2 at most): a fully connected layer adds −η∂C/∂W to W in one
+            # product, never forming ∂C/∂W; it then leaves its biases to the loop below
+            skip = (not mu and not self.l1 and hasattr(layer, "descend")
+                    and layer.descend(eta, decay))
             for k, (param, grad, decays) in enumerate(layer.param_groups()):
+                if skip and decays:
+                    continue
                 if decays and self.l1:
                     grad += (self.l1 / n) * xp.sign(param)
                 if mu:

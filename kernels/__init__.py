@@ -53,3 +53,8 @@ register("gather_rows", "numba", "gpunn.kernels.gather_numba:gather_rows")
 register("dense_sgd", "numpy", "gpunn.kernels.dense:DENSE_SGD")
 register("dense_sgd", "numba", "gpunn.kernels.dense_numba:DENSE_SGD")
 register("dense_sgd", "cupy", "gpunn.kernels.dense_cupy:DENSE_SGD")
+
+# One fully connected layer's SGD step, W ← βW − ηδᵀx, without forming δᵀx (no GPU twin:
+# CuPy runs the reference).
+register("weight_update", "numpy", "gpunn.kernels.dense:WEIGHT_UPDATE")
+register("weight_update", "numba", "gpunn.kernels.dense_numba:WEIGHT_UPDATE")

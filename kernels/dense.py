@@ -114,3 +114,39 @@ class DenseSGDReference:
 
 
 DENSE_SGD = DenseSGDReference()
+
+
+def check_update(w, delta, x) -> None:
+    """Raise ConfigError unless δ (m, n_out) and x (m, n_in) fit W (n_out, n_in)."""
+    if (w.ndim != 2 or delta.ndim != 2 or x.ndim != 2 or delta.shape[0] != x.shape[0]
+            or delta.shape[1] != w.shape[0] or x.shape[1] != w.shape[1]):
+        raise ConfigError(f"weight_update expects W (n_out, n_in), delta (m, n_out) and x "
+                          f"(m, n_in); received W.shape={tuple(w.shape)}, "
+                          f"delta.shape={tuple(delta.shape)}, x.shape={tuple(x.shape)}")
+
+
+class WeightUpdateReference:
+    """weight_update, the NumPy reference: one layer's SGD step from its backprop factors.
+
+    ``weight_update(w, delta, x, alpha, beta)`` sets, in place, W ← β W − α δᵀx: the
+    gradient δᵀx (BP4 summed over the mini-batch; δ already holds the 1/m) is never kept.
+    ``alpha`` is η and ``beta`` the L2 decay 1 − ηλ/n. This is what :class:`gpunn.optim.SGD`
+    does with a fully connected layer's gradient, in the same operations and order, so the
+    two agree to the last bit; plain ``xp`` operations, so it runs on CuPy arrays too.
+    """
+
+    backend = "numpy"
+
+    def supports(self, w, delta, x) -> bool:
+        return True
+
+    def __call__(self, w, delta, x, alpha: float, beta: float = 1.0) -> None:
+        check_update(w, delta, x)
+        if beta != 1.0:
+            w *= w.dtype.type(beta)
+        grad = delta.T @ x
+        grad *= grad.dtype.type(alpha)
+        w -= grad
+
+
+WEIGHT_UPDATE = WeightUpdateReference()

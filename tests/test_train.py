@@ -59,6 +59,74 @@ def test_fused_step_equals_the_layer_step(first, second, cost, output, momentum)
         assert_matches(f"{first}/{second}/{output} b[{i}]", a.b, b.b, rtol=1e-5, atol=1e-5)
 
 
+def _formed_gradients(monkeypatch):
+    """Make every layer's step form ∂C/∂W first (the step before the weight_update kernel)."""
+    monkeypatch.setattr(FullyConnected, "descend", lambda self, eta, decay=1.0: False)
+
+
+@pytest.mark.parametrize("lmbda", [0.0, 2.0])
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("cost, output", OUTPUTS)
+@pytest.mark.parametrize("first, second", list(itertools.product(HIDDEN, HIDDEN)))
+def test_the_weight_update_kernel_steps_as_the_formed_gradient_does(
+        first, second, cost, output, dropout, lmbda, monkeypatch):
+    """Every pair of hidden activations, with and without dropout and L2: the layer step,
+    whose fully connected layers add −ηδᵀx to W in one product, against the same step
+    forming ∂C/∂W first. One chunk of 40 in mini-batches of 7 (the last one partial)."""
+    eta = 0.05 if "linear" in (first, second, output) else 0.5
+    nets = [_stack(first, second, cost, output) for _ in range(2)]
+    for net in nets:
+        for layer in net.layers[1:]:
+            layer.dropout = dropout
+    X, y = _chunk()
+    LayerStep(nets[0], SGD(eta, lmbda=lmbda, n=100)).run(X, y, 7)
+    assert all(layer.nabla_w is None for layer in nets[0].layers)  # never formed
+    with monkeypatch.context() as patch:
+        _formed_gradients(patch)
+        LayerStep(nets[1], SGD(eta, lmbda=lmbda, n=100)).run(X, y, 7)
+    assert all(layer.nabla_w is not None for layer in nets[1].layers)
+    for i, (a, b) in enumerate(zip(*(net.layers for net in nets))):
+        assert_matches(f"{first}/{second}/{output} w[{i}]", a.w, b.w, rtol=1e-5, atol=1e-6)
+        assert_matches(f"{first}/{second}/{output} b[{i}]", a.b, b.b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_conv_net_with_dropout_steps_as_with_formed_gradients(dtype, monkeypatch):
+    """network3's layers (conv-pool, FC with dropout, softmax) in float32 (the kernel) and
+    float64 (the reference); reading ∂C/∂W between backward and step forms it, and the step
+    then uses it."""
+    from gpunn.layers import ConvPool
+
+    def net():
+        return gpunn.Network([ConvPool(1, 3, 3, 2, "relu"), FullyConnected(27, 11, "relu", 0.5),
+                              Softmax(11, 4, 0.5)], cost="log-likelihood",
+                             input_shape=(1, 8, 8), seed=2, backend="cpu", dtype=dtype)
+    r = np.random.default_rng(0)
+    X, y = r.random((23, 1, 8, 8)).astype(dtype), r.integers(0, 4, 23)
+    kernel, formed, read = net(), net(), net()
+    softmax_w = r.standard_normal((4, 11)) / 3  # Softmax starts at zero
+    for each in (kernel, formed, read):
+        each.layers[-1].w[...] = softmax_w
+    LayerStep(kernel, SGD(0.1, lmbda=1.0, n=50)).run(X, y, 5)
+    with monkeypatch.context() as patch:
+        _formed_gradients(patch)
+        LayerStep(formed, SGD(0.1, lmbda=1.0, n=50)).run(X, y, 5)
+    opt = SGD(0.1, lmbda=1.0, n=50)
+    for k in range(0, 23, 5):
+        read.train_batch(X[k:k + 5], y[k:k + 5])
+        grads = [layer.nabla_w.copy() for layer in read.layers]  # forms ∂C/∂W
+        before = [layer.w.copy() for layer in read.layers]
+        opt.step(read.layers, read.xp)
+        for layer, w, g in zip(read.layers[1:], before[1:], grads[1:]):
+            want = w * dtype(1 - 0.1 * 1.0 / 50) - dtype(0.1) * g
+            assert_matches("a step after reading the gradient", layer.w, want, rtol=1e-6,
+                           atol=1e-7)
+    for i in range(3):
+        for other in (formed, read):
+            assert_matches(f"{np.dtype(dtype).name} w[{i}]", kernel.layers[i].w,
+                           other.layers[i].w, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("first, second", [("tanh", "sigmoid"), ("relu", "tanh"),
                                            ("sigmoid", "relu"), ("relu", "relu")])
 def test_mixed_activation_stacks_train_like_an_independent_reference(first, second):
