@@ -123,6 +123,10 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
     settings = {"row": spec.name, "compat": compat, "epochs": n_epochs, "quick": quick}
     if expand is not None:  # only when given: runs checkpointed before --expand still match
         settings["expand"] = expand
+    if spec.dropout:  # runs checkpointed with inverted dropout (before 2026-12-02) differ
+        from gpunn.book import DROPOUT_MODE
+
+        settings["dropout"] = DROPOUT_MODE
     run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
            "quiet": quiet}
     for seed in range(1, seeds + 1):
@@ -180,6 +184,15 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
                                           "quick": quick, "epochs": n_epochs,
                                           "device": be.device, "median": median,
                                           "seeds": results})
+
+
+def _differences(there, here) -> str:
+    """What differs between the settings a run was made with and this command's, e.g.
+    "dropout: none there, 'scale-at-eval' here"."""
+    there = there if isinstance(there, dict) else {}
+    keys = [k for k in dict.fromkeys([*there, *here]) if there.get(k) != here.get(k)]
+    return "; ".join(f"{k}: {repr(there[k]) if k in there else 'none'} there, "
+                     f"{repr(here[k]) if k in here else 'none'} here" for k in keys)
 
 
 def _check_members(spec, only_members, members_per_seed, checkpoint_dir, metrics_json):
@@ -243,7 +256,8 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
             result = json.loads(done.read_text())
             if result.get("settings") != settings:
                 raise UserError(f"{run_dir} holds a run with other settings "
-                                f"({result.get('settings')}); use another --checkpoint-dir")
+                                f"({_differences(result.get('settings'), settings)}); use "
+                                f"another --checkpoint-dir")
             click.echo(f"  {label}finished earlier ({run_dir}), not retrained", err=True)
             return {**result, "earlier_runs": True,
                     "net": gpunn.load(run_dir / "model.npz", backend=be)}
@@ -251,7 +265,8 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
             resume = load_checkpoint(run_dir, backend=be)
             if resume[1].get("reproduce") != settings:
                 raise UserError(f"{run_dir} holds a checkpoint of other settings "
-                                f"({resume[1].get('reproduce')}); use another --checkpoint-dir")
+                                f"({_differences(resume[1].get('reproduce'), settings)}); "
+                                f"use another --checkpoint-dir")
             for line in skipped_checkpoint_notes(resume[1]):
                 click.echo(line, err=True)
             click.echo(f"  {label}resuming {resume[1]['checkpoint_path']}", err=True)

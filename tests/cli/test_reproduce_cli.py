@@ -177,3 +177,23 @@ def test_reproduce_expand_replaces_the_rows_own_data(data_dir, monkeypatch):
     asked.clear()
     assert run("reproduce", "ch1", "--quick", "--data-dir", data_dir).exit_code == 0
     assert asked == [(400, "none")]
+
+
+def test_runs_made_with_inverted_dropout_are_not_resumed_nor_voted(data_dir, tmp_path):
+    # before 2026-12-02 the dropout rows trained with inverted dropout; their checkpoints
+    # and finished members carry settings without "dropout" and must not mix with new ones
+    ck = tmp_path / "ck"
+    base = ["reproduce", "ch6-dropout", "--quick", "--data-dir", data_dir, "--device", "cpu",
+            "--checkpoint-dir", ck]
+    first = run(*base)
+    assert first.exit_code == 0, first.output
+    done = ck / "ch6-dropout" / "seed-1" / "result.json"
+    result = json.loads(done.read_text())
+    assert result["settings"]["dropout"] == "scale-at-eval"
+    del result["settings"]["dropout"]
+    done.write_text(json.dumps(result))
+    again = run(*base)
+    assert again.exit_code == 2, again.output
+    assert "holds a run with other settings (dropout: none there, 'scale-at-eval' here)" \
+        in again.output
+    assert "use another --checkpoint-dir" in again.output and "Traceback" not in again.output
