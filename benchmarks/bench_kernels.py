@@ -4,7 +4,8 @@
 
 Shapes: the book's network3 (mini-batch 10 and 64: 1->20 5x5 on 28x28, pool 2; 20->40 5x5 on
 12x12, pool 2), AlexNet-style layers (3x64x64 input, 64 5x5 filters, pool 3/2, ...), and the
-fused softmax-cross-entropy for N=64, K=10 and K=1000. Conv rows give GFLOP/s and the fraction
+fused softmax-cross-entropy for N=64, K=10 and K=1000, and a fully connected layer's SGD update
+(weight_update) at the book's FC sizes. Conv rows give GFLOP/s and the fraction
 of a float32 sgemm ceiling measured on the forward product's own (M, K, N). BLAS, Numba and
 PyTorch all run on ``--threads`` threads. Writes the "Kernels (CPU)" section of RESULTS.md.
 GPU kernels are not timed here.
@@ -224,6 +225,32 @@ def bench_softmax(n, k, torch, repeat):
     return row, (t_ours, t_torch)
 
 
+# (n_out, n_in, m): the FC layers of ch6-dropout / ch6-ensemble (640-1000, 1000-1000) and
+# ch6-relu (640-100), at mini-batch 10 and 64
+WEIGHT_UPDATES = [(1000, 640, 10), (1000, 1000, 10), (100, 640, 10), (1000, 1000, 64)]
+
+
+def bench_weight_update(n_out, n_in, m, torch, repeat):
+    """W ← βW − ηδᵀx: the kernel (one sgemm), the reference (the gradient formed, scaled and
+    subtracted: what the layer step did before the kernel) and PyTorch's ``addmm_``."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((n_out, n_in)).astype(np.float32) * 0.01
+    delta = rng.standard_normal((m, n_out)).astype(np.float32) * 0.01
+    x = rng.random((m, n_in), dtype=np.float32)
+    ours = backend_module.select("cpu").kernel("weight_update")
+    ref = lookup("weight_update", "numpy")
+    fns = [lambda: ours(w, delta, x, 1e-3), lambda: ref(w, delta, x, 1e-3)]
+    if torch is not None:
+        tw, td, tx = (torch.from_numpy(a.copy()) for a in (w, delta, x))
+        fns.append(lambda: tw.addmm_(td.T, tx, alpha=-1e-3))
+    times = paired_medians(fns, repeat * 10)
+    t_ours, t_ref = times[:2]
+    t_torch = times[2] if torch is not None else None
+    return [f"{n_out}x{n_in}, m={m}", f"{t_ours * 1e6:.0f}",
+            "—" if t_torch is None else f"{t_torch * 1e6:.0f}", _ratio(t_ours, t_torch),
+            f"{t_ref * 1e6:.0f}", _ratio(t_ours, t_ref)]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shapes")
@@ -255,6 +282,11 @@ def main(argv=None) -> None:
             verdicts.append((f"softmax-xent {row[0]}", ours / theirs))
         print(" | ".join(row), flush=True)
 
+    update_rows = []
+    for shape in WEIGHT_UPDATES[: 2 if args.quick else None]:
+        update_rows.append(bench_weight_update(*shape, torch, repeat))
+        print(" | ".join(update_rows[-1]), flush=True)
+
     peak = sgemm_gflops(1024, 1024, 1024, 3)
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     header = ["conv2d fwd+bwd (float32)", "gpunn ms", "torch ms", "gpunn/torch", "reference ms",
@@ -276,6 +308,9 @@ def main(argv=None) -> None:
                "reference ms"], pool_rows),
         table(["softmax_cross_entropy fwd+bwd (float32)", "gpunn µs", "torch µs",
                "gpunn/torch", "reference µs"], soft_rows),
+        table(["weight_update W ← βW − ηδᵀx (float32)", "gpunn µs", "torch addmm_ µs",
+               "gpunn/torch", "reference µs (gradient formed)", "gpunn/reference"],
+              update_rows),
         "Targets (network3 conv fwd+bwd and fused softmax-xent fwd+bwd <= 1.0x PyTorch CPU):\n"
         + ("\n".join(met) if met else "- PyTorch not installed: not compared"),
         "Conv shapes slower than PyTorch, and what limits them (\"its 3 sgemm ms\" = the "
