@@ -56,7 +56,8 @@ def _list_rows() -> None:
                    "are loaded, not retrained.")
 @click.option("--compat", type=click.Choice(["book", "network3"]), default="book",
               show_default=True, help="Follow the book's text, or network3.py's actual code "
-                                      "(FC init, L2 scaling, dropout scaling).")
+                                      "(FC init, L2 scaling). Dropout is scaled at evaluation "
+                                      "in both, as the book and network3.py do.")
 @EXPAND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION
