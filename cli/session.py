@@ -69,6 +69,7 @@ class Session:
         self.last_path = None
         self.position = None  # (epoch, examples_done) of the last state seen
         self._bar = None
+        self._last_accuracy, self._warned = None, False
 
     # -- the loop's callbacks
     def on_progress(self, done: int, total: int) -> None:
@@ -96,6 +97,23 @@ class Session:
         if not self.quiet:
             click.echo(f"{self.label}epoch {record['epoch']:>3}/{self.epochs}  "
                        f"{self.describe(record)}")
+        self.warn_if_stuck(record.get("evaluation_accuracy"))
+
+    def warn_if_stuck(self, accuracy) -> None:
+        """Say so, once, when two epochs in a row end at the same accuracy at chance level
+        (at most 1.5 / classes): a network that answers one class for every image, as one
+        whose ReLU units have all died does. It goes on training; the user decides."""
+        classes = getattr(self.net, "n_out", 0)
+        if accuracy is None or classes < 2 or self._warned:
+            return
+        if accuracy == self._last_accuracy and accuracy <= 1.5 / classes:
+            self._warned = True
+            click.echo(f"gpunn: warning: {self.label}accuracy {accuracy:.2%} after epochs "
+                       f"{self.epoch - 2} and {self.epoch - 1}, chance level for "
+                       f"{classes} classes: the network has probably stopped learning (for "
+                       f"example, every ReLU unit of a layer dead); stop it (Ctrl-C) and "
+                       f"start from another seed or with a smaller learning rate", err=True)
+        self._last_accuracy = accuracy
 
     def on_checkpoint(self, state: dict) -> None:
         self.position = (state["epoch"], state["examples_done"])
