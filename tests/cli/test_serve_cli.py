@@ -108,8 +108,9 @@ def serve(*args, env=None):
     return proc, found.group(1)
 
 
-# The timeouts only bound a failure: a 2-core CI machine busy with other work once took
-# longer than 10 s to answer, failing both tests that talk to a served page.
+# The timeouts only bound a failure. With 10 s, both tests that talk to a served page failed
+# once in a full run on a 2-core machine busy with two trainings (the failure's text was
+# not kept; they passed in every run before and after), so they are generous now.
 def stop(proc):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
