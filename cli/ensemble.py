@@ -50,7 +50,7 @@ def ensemble(members, preset, epochs, train_size, device, threads, data_dir, che
     """
     from gpunn import book, presets
     from gpunn.data import load_dataset
-    from gpunn.ensemble import Ensemble
+    from gpunn.ensemble import vote_accuracy
 
     preset = preset or "ch3-l2"
     row = {**book.ROWS, **presets.rows()}.get(preset)
@@ -67,17 +67,17 @@ def ensemble(members, preset, epochs, train_size, device, threads, data_dir, che
            "quiet": quiet}
 
     settings = {"ensemble": preset, "epochs": epochs or row.epochs, "train_size": train_size}
-    nets, figures, start = [], [], time.perf_counter()
+    test_outputs, figures, start = [], [], time.perf_counter()
     for seed in range(1, members + 1):
         run_dir = (Path(checkpoint_dir) / f"ensemble-{preset}" / f"member-{seed}"
                    if checkpoint_dir else None)
         result = _run_member(row, data, seed, run_dir, settings, be, epochs, "book", train_size,
-                             f"member {seed} ", run)
-        nets.append(result["net"])
+                             f"member {seed} ", run, keep_outputs=True)
+        test_outputs.append(result["test_outputs"])
         figures.append(result["test"])
         click.echo(f"member {seed} (seed {seed}): test accuracy {result['test']:.2%}  "
                    f"{result['seconds']:.0f} s")
-    accuracy = Ensemble(nets).accuracy(data.test)
+    accuracy = vote_accuracy(test_outputs, data.test.labels)
     seconds = time.perf_counter() - start
     click.echo(f"ensemble of {members} ({preset}): test accuracy {accuracy:.2%} by plurality "
                f"vote; {seconds:.1f} s in all")

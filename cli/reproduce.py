@@ -141,7 +141,8 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
             run_dir = (Path(checkpoint_dir) / spec.name / (f"seed-{seed}" + (
                 f"-member-{k + 1}" if spec.ensemble > 1 else "")) if checkpoint_dir else None)
             members.append(_run_member(spec, data, member_seed, run_dir, settings, be, epochs,
-                                       compat, train_size, label, run))
+                                       compat, train_size, label, run,
+                                       keep_outputs=spec.ensemble > 1))
         if only_members:
             click.echo(f"seed {seed}: trained member{'s' if len(only_members) > 1 else ''} "
                        f"{', '.join(map(str, sorted(set(only_members))))} of "
@@ -150,9 +151,9 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
                        f"finished")
             continue
         if spec.ensemble > 1:
-            from gpunn.ensemble import Ensemble
+            from gpunn.ensemble import vote_accuracy
 
-            figure = Ensemble([m["net"] for m in members]).accuracy(data.test)
+            figure = vote_accuracy([m["test_outputs"] for m in members], data.test.labels)
             result = {"seed": seed, "figure": figure,
                       "members": [m["figure"] for m in members]}
         else:
@@ -240,9 +241,13 @@ def resolve_resume(resume, checkpoint_dir, name):
 
 
 def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_size, label,
-                run):
+                run, keep_outputs=False):
     """Train one network of the row, resuming from ``run_dir`` when it holds a checkpoint;
-    a finished run there (result.json + model.npz) is loaded instead of retrained."""
+    a finished run there (result.json + model.npz) is loaded instead of retrained.
+
+    ``keep_outputs`` (ensemble members): the result also holds ``test_outputs``, the network's
+    output activations on the test set, which the vote needs; they are kept in ``run_dir`` as
+    test-outputs.npy, so a finished member votes without model.npz."""
     import functools
 
     import gpunn
@@ -260,8 +265,7 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
                                 f"({_differences(result.get('settings'), settings)}); use "
                                 f"another --checkpoint-dir")
             click.echo(f"  {label}finished earlier ({run_dir}), not retrained", err=True)
-            return {**result, "earlier_runs": True,
-                    "net": gpunn.load(run_dir / "model.npz", backend=be)}
+            return _finished_member(run_dir, result, data, be, keep_outputs)
         if latest_checkpoint(run_dir) is not None:
             resume = load_checkpoint(run_dir, backend=be)
             if resume[1].get("reproduce") != settings:
@@ -294,8 +298,74 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
         train_size=train_size, resume=(net, state), checkpoint_every=run["checkpoint_every"],
         on_nan=run["on_nan"], expand=settings.get("expand"), comm=world(be)))
     result["earlier_runs"] = state is not None  # some epochs were trained by an earlier run
-    if run_dir is not None and primary():  # rank 0 writes
+    record = {**{k: v for k, v in result.items() if k != "net"}, "settings": settings}
+    if keep_outputs:
+        from gpunn.ensemble import outputs
+
+        result["test_outputs"] = outputs(result["net"], data.test)
+        record["test_set"] = _test_set_digest(data.test)
+    if run_dir is not None and primary():  # rank 0 writes; result.json last: it marks "done"
         gpunn.save(result["net"], run_dir / "model.npz")
-        write_json(str(run_dir / "result.json"),
-                   {**{k: v for k, v in result.items() if k != "net"}, "settings": settings})
+        if keep_outputs:
+            _write_outputs(run_dir, result["test_outputs"])
+        write_json(str(run_dir / "result.json"), record)
     return result
+
+
+OUTPUTS_FILE = "test-outputs.npy"
+
+
+def _test_set_digest(split) -> str:
+    """A short fingerprint of a test set (images, scale and labels): recorded test outputs are
+    only used for the test set they were computed on."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
+    digest.update(repr(split.scale).encode())
+    digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _write_outputs(run_dir, test_outputs) -> None:
+    import numpy as np
+
+    from gpunn.io import write_atomic
+
+    try:
+        write_atomic(run_dir / OUTPUTS_FILE, lambda f: np.save(f, test_outputs))
+    except OSError as exc:
+        raise UserError(f"could not write {run_dir / OUTPUTS_FILE}: "
+                        f"{exc.strerror or exc}") from exc
+
+
+def _finished_member(run_dir, result, data, be, keep_outputs):
+    """A finished run loaded from ``run_dir``: its network when model.npz is there, and for an
+    ensemble member its test outputs, read from test-outputs.npy when they were recorded for
+    this test set, else computed from model.npz and recorded (runs made before 2026-12-02)."""
+    import numpy as np
+
+    import gpunn
+    from gpunn.ensemble import outputs
+
+    model = run_dir / "model.npz"
+    net = gpunn.load(model, backend=be) if model.exists() else None
+    member = {**result, "earlier_runs": True, "net": net}
+    recorded = run_dir / OUTPUTS_FILE
+    digest = _test_set_digest(data.test) if keep_outputs else None
+    if keep_outputs and recorded.exists() and result.get("test_set") == digest:
+        member["test_outputs"] = np.load(recorded)
+    elif net is None:
+        missing = ("" if not keep_outputs else
+                   f", and its {OUTPUTS_FILE} was recorded on another test set"
+                   if recorded.exists() else f" nor {OUTPUTS_FILE}")
+        raise UserError(f"{run_dir} holds a finished run (result.json) but no model.npz"
+                        f"{missing}; copy the run's model.npz there, or use another "
+                        f"--checkpoint-dir")
+    elif keep_outputs:
+        member["test_outputs"] = outputs(net, data.test)
+        if primary():
+            _write_outputs(run_dir, member["test_outputs"])
+            write_json(str(run_dir / "result.json"), {**result, "test_set": digest})
+    return member

@@ -3,6 +3,10 @@
 Each member's guess is its most active output neuron; the ensemble's guess for an example is
 the label most members chose. A tie goes to the tied label with the larger summed output
 activation over the members, so the vote never depends on label order.
+
+The vote needs only the members' output activations, not the networks: :func:`outputs` gives
+them and :func:`vote_accuracy` scores them, so members trained on different machines (or in
+different sessions) can vote from their recorded test-set outputs.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import numpy as np
 
 from gpunn.errors import ConfigError
 
-__all__ = ["vote", "Ensemble"]
+__all__ = ["vote", "vote_accuracy", "outputs", "Ensemble"]
 
 
 def vote(outputs) -> np.ndarray:
@@ -29,6 +33,29 @@ def vote(outputs) -> np.ndarray:
     # most votes first, then the larger summed activation among the tied labels
     top = counts == counts.max(axis=1, keepdims=True)
     return np.where(top, total, -np.inf).argmax(axis=1)
+
+
+def vote_accuracy(outputs, labels) -> float:
+    """Fraction of examples the plurality vote gets right: ``outputs`` a list of K arrays
+    (N, n_out), ``labels`` (N,)."""
+    labels = np.asarray(labels)
+    guesses = vote(outputs)
+    if len(guesses) != len(labels):
+        raise ConfigError(f"vote_accuracy expects one label per example; received "
+                          f"{len(labels)} labels for outputs of {len(guesses)} examples")
+    return float((guesses == labels).mean())
+
+
+def outputs(net, data, batch: int = 2000) -> np.ndarray:
+    """``net``'s output activations on ``data`` (a Split or (X, y)): a NumPy array (N, n_out),
+    computed ``batch`` examples at a time."""
+    from gpunn.network import as_split
+
+    data = as_split(data)
+    xp = net.backend
+    return np.concatenate([
+        xp.to_numpy(net.feedforward(xp.asarray(data.x(np.arange(i, min(i + batch, len(data)))))))
+        for i in range(0, len(data), batch)])
 
 
 class Ensemble:
@@ -49,8 +76,4 @@ class Ensemble:
         from gpunn.network import as_split
 
         data = as_split(data)
-        correct = 0
-        for start in range(0, len(data), batch):
-            idx = np.arange(start, min(start + batch, len(data)))
-            correct += int((self.predict(data.x(idx)) == data.labels[idx]).sum())
-        return correct / len(data)
+        return vote_accuracy([outputs(net, data, batch) for net in self.nets], data.labels)

@@ -8,7 +8,7 @@ import pytest
 from gpunn import book
 from gpunn.data.dataset import Split
 from gpunn.data.expand import BOOK_ROTATION, SHIFTS, expand_mnist, rotate_images, shift_images
-from gpunn.ensemble import Ensemble, vote
+from gpunn.ensemble import Ensemble, outputs, vote, vote_accuracy
 from gpunn.errors import ConfigError
 
 
@@ -138,6 +138,24 @@ def test_ensemble_accuracy_on_crafted_members():
     wrong = np.eye(3)[[1, 1, 0, 2]]
     ens = Ensemble([Fixed(right), Fixed(right), Fixed(wrong)])
     assert ens.accuracy((np.zeros((4, 5)), y)) == 1.0
+
+
+@pytest.mark.parametrize("batch", [1, 3, 2000])
+def test_outputs_in_batches_equal_one_feedforward_and_vote_from_them(batch):
+    from gpunn.network import Network
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((11, 6)).astype(np.float32), rng.integers(0, 4, 11)
+    nets = [Network([6, 5, 4], seed=s, backend="cpu") for s in range(3)]
+    outs = [outputs(net, (X, y), batch=batch) for net in nets]
+    for net, out in zip(nets, outs):
+        assert out.shape == (11, 4)
+        np.testing.assert_allclose(out, net.feedforward(X), rtol=1e-6, atol=1e-7)
+    # the vote from recorded outputs is the vote of the networks
+    assert vote_accuracy(outs, y) == Ensemble(nets).accuracy((X, y))
+    assert vote_accuracy(outs, y) == np.mean(vote(outs) == y)
+    with pytest.raises(ConfigError, match="one label per example"):
+        vote_accuracy(outs, y[:5])
 
 
 def test_book_two_conv_pool_row_builds_the_books_shapes():

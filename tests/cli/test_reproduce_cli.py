@@ -146,6 +146,61 @@ def test_ensemble_members_trained_apart_vote_as_one_run(data_dir, tmp_path):
     assert voted["seeds"][0]["members"] == straight["seeds"][0]["members"]
 
 
+def test_members_vote_from_their_recorded_test_outputs_without_their_networks(data_dir,
+                                                                              tmp_path):
+    # a finished member keeps its test-set outputs, so members trained in other sessions
+    # or on other machines vote from result.json + test-outputs.npy alone
+    import numpy as np
+
+    from gpunn.data import load_dataset
+
+    base = ["reproduce", "ch6-ensemble", "--quick", "--data-dir", data_dir, "--device", "cpu"]
+    ck = tmp_path / "ck"
+    straight = json.loads(_metrics(run(*base, "--checkpoint-dir", ck, "--metrics-json",
+                                       tmp_path / "a.json"), tmp_path / "a.json"))
+    test = load_dataset("mnist", data_dir=data_dir).test
+    members = sorted((ck / "ch6-ensemble").glob("seed-1-member-*"))
+    assert len(members) == 2
+    for member, figure in zip(members, straight["seeds"][0]["members"]):
+        recorded = np.load(member / "test-outputs.npy")
+        assert recorded.shape == (len(test), 10)
+        assert np.mean(recorded.argmax(axis=1) == test.labels) == figure  # its own accuracy
+        (member / "model.npz").unlink()
+    vote = run(*base, "--checkpoint-dir", ck, "--metrics-json", tmp_path / "b.json")
+    voted = json.loads(_metrics(vote, tmp_path / "b.json"))
+    assert vote.output.count("not retrained") == 2, vote.output
+    assert voted["seeds"][0]["figure"] == straight["seeds"][0]["figure"]
+
+    # outputs recorded on another test set cannot vote here, and without the network they
+    # cannot be recomputed: a clear error, no traceback
+    record = members[0] / "result.json"
+    result = json.loads(record.read_text())
+    record.write_text(json.dumps({**result, "test_set": "another"}))
+    r = run(*base, "--checkpoint-dir", ck)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "but no model.npz, and its test-outputs.npy was " \
+        "recorded on another test set; copy the run's model.npz there" in r.output
+
+
+def test_members_finished_before_outputs_were_recorded_get_them_from_model_npz(data_dir,
+                                                                                tmp_path):
+    base = ["reproduce", "ch6-ensemble", "--quick", "--data-dir", data_dir, "--device", "cpu",
+            "--checkpoint-dir", tmp_path / "ck"]
+    first = json.loads(_metrics(run(*base, "--metrics-json", tmp_path / "a.json"),
+                                tmp_path / "a.json"))
+    for member in (tmp_path / "ck" / "ch6-ensemble").glob("seed-1-member-*"):
+        (member / "test-outputs.npy").unlink()  # as a member finished before 2026-12-02
+        record = member / "result.json"
+        record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items()
+                                      if k != "test_set"}))
+    again = json.loads(_metrics(run(*base, "--metrics-json", tmp_path / "b.json"),
+                                tmp_path / "b.json"))
+    assert again["seeds"][0]["figure"] == first["seeds"][0]["figure"]
+    for member in (tmp_path / "ck" / "ch6-ensemble").glob("seed-1-member-*"):
+        assert (member / "test-outputs.npy").exists()
+        assert "test_set" in json.loads((member / "result.json").read_text())
+
+
 @pytest.mark.parametrize("args, needle", [
     (["ch6-relu", "--member", 1], "ch6-relu is a single network"),
     (["ch6-ensemble", "--member", 3], "--member 3: ch6-ensemble has members 1 to 2"),
