@@ -57,22 +57,21 @@ def ensemble(members, preset, epochs, train_size, device, threads, data_dir, che
     if row is None:
         raise UserError(f"unknown preset {preset!r}; choose one of "
                         f"{', '.join(presets.names())} or ch6-ensemble")
-    from gpunn.cli.reproduce import _run_member, resolve_resume
+    from gpunn.cli.reproduce import MemberJob, _run_member, resolve_resume
 
     checkpoint_dir = resolve_resume(resume, checkpoint_dir, f"ensemble-{preset}")
     check_outputs({"--metrics-json": metrics_json}, {"--checkpoint-dir": checkpoint_dir})
     be = select_backend(device, threads)
     data = load_dataset("mnist", data_dir=data_dir, download=True, progress=not quiet)
-    run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
-           "quiet": quiet}
 
     settings = {"ensemble": preset, "epochs": epochs or row.epochs, "train_size": train_size}
+    job = MemberJob(data, be, settings, epochs, "book", train_size, checkpoint_every, keep,
+                    on_nan, quiet)
     test_outputs, figures, start = [], [], time.perf_counter()
     for seed in range(1, members + 1):
         run_dir = (Path(checkpoint_dir) / f"ensemble-{preset}" / f"member-{seed}"
                    if checkpoint_dir else None)
-        result = _run_member(row, data, seed, run_dir, settings, be, epochs, "book", train_size,
-                             f"member {seed} ", run, keep_outputs=True)
+        result = _run_member(row, seed, run_dir, f"member {seed} ", job, keep_outputs=True)
         test_outputs.append(result["test_outputs"])
         figures.append(result["test"])
         click.echo(f"member {seed} (seed {seed}): test accuracy {result['test']:.2%}  "

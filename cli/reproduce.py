@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -128,8 +129,8 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
         from gpunn.book import DROPOUT_MODE
 
         settings["dropout"] = DROPOUT_MODE
-    run = {"checkpoint_every": checkpoint_every, "keep": keep, "on_nan": on_nan,
-           "quiet": quiet}
+    job = MemberJob(data, be, settings, epochs, compat, train_size, checkpoint_every, keep,
+                    on_nan, quiet)
     for seed in range(1, seeds + 1):
         start = time.perf_counter()
         members = []
@@ -140,8 +141,7 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
             label = f"seed {seed} " + (f"member {k + 1} " if spec.ensemble > 1 else "")
             run_dir = (Path(checkpoint_dir) / spec.name / (f"seed-{seed}" + (
                 f"-member-{k + 1}" if spec.ensemble > 1 else "")) if checkpoint_dir else None)
-            members.append(_run_member(spec, data, member_seed, run_dir, settings, be, epochs,
-                                       compat, train_size, label, run,
+            members.append(_run_member(spec, member_seed, run_dir, label, job,
                                        keep_outputs=spec.ensemble > 1))
         if only_members:
             click.echo(f"seed {seed}: trained member{'s' if len(only_members) > 1 else ''} "
@@ -240,10 +240,27 @@ def resolve_resume(resume, checkpoint_dir, name):
     return directory
 
 
-def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_size, label,
-                run, keep_outputs=False):
-    """Train one network of the row, resuming from ``run_dir`` when it holds a checkpoint;
-    a finished run there (result.json + model.npz) is loaded instead of retrained.
+@dataclass(frozen=True)
+class MemberJob:
+    """What every network a command trains shares (``reproduce``'s seeds and members, the
+    members of ``gpunn ensemble``): the data, the backend, the run settings recorded with
+    each checkpoint and result, and the checkpoint options."""
+
+    data: object
+    backend: object
+    settings: dict
+    epochs: int | None
+    compat: str
+    train_size: int | None
+    checkpoint_every: int | None
+    keep: int
+    on_nan: str
+    quiet: bool
+
+
+def _run_member(spec, seed, run_dir, label, job: MemberJob, keep_outputs=False):
+    """Train one network of the row with ``seed``, resuming from ``run_dir`` when it holds a
+    checkpoint; a finished run there (result.json + model.npz) is loaded instead of retrained.
 
     ``keep_outputs`` (ensemble members): the result also holds ``test_outputs``, the network's
     output activations on the test set, which the vote needs; they are kept in ``run_dir`` as
@@ -255,6 +272,7 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
     from gpunn.checkpoint import latest_checkpoint, load_checkpoint
     from gpunn.distributed import world
 
+    data, be, settings = job.data, job.backend, job.settings
     resume = None
     if run_dir is not None:
         done = run_dir / "result.json"
@@ -276,8 +294,8 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
                 click.echo(line, err=True)
             click.echo(f"  {label}resuming {resume[1]['checkpoint_path']}", err=True)
 
-    net, state = resume or (book.build(spec, seed=seed, backend=be, compat=compat), None)
-    n_epochs = epochs or spec.epochs
+    net, state = resume or (book.build(spec, seed=seed, backend=be, compat=job.compat), None)
+    n_epochs = job.epochs or spec.epochs
 
     def describe(record):
         return (f"validation {record['evaluation_accuracy']:.2%}" if spec.chapter == 6 else
@@ -285,8 +303,8 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
                f"  {record['seconds']:.1f} s"
 
     session = Session(net, n_epochs, describe=describe, checkpoint_dir=run_dir,
-                      keep=run["keep"], state_extra={"reproduce": settings},
-                      quiet=run["quiet"], label=label,
+                      keep=job.keep, state_extra={"reproduce": settings},
+                      quiet=job.quiet, label=label,
                       resume_hint="the same command again (it resumes from "
                                   f"{run_dir and run_dir.parent.parent})",
                       first_epoch=(state["epoch"] + 1) if state else 1)
@@ -294,9 +312,9 @@ def _run_member(spec, data, seed, run_dir, settings, be, epochs, compat, train_s
         session.last_path = state["checkpoint_path"]
         session.position = (state["epoch"], state["examples_done"])
     result = session.run(functools.partial(
-        book.run_row, spec, data, seed, epochs=epochs, backend=be, compat=compat,
-        train_size=train_size, resume=(net, state), checkpoint_every=run["checkpoint_every"],
-        on_nan=run["on_nan"], expand=settings.get("expand"), comm=world(be)))
+        book.run_row, spec, data, seed, epochs=job.epochs, backend=be, compat=job.compat,
+        train_size=job.train_size, resume=(net, state), checkpoint_every=job.checkpoint_every,
+        on_nan=job.on_nan, expand=settings.get("expand"), comm=world(be)))
     result["earlier_runs"] = state is not None  # some epochs were trained by an earlier run
     record = {**{k: v for k, v in result.items() if k != "net"}, "settings": settings}
     if keep_outputs:
