@@ -52,9 +52,9 @@ def outputs(net, data, batch: int = 2000) -> np.ndarray:
     from gpunn.network import as_split
 
     data = as_split(data)
-    xp = net.backend
+    be = net.backend
     return np.concatenate([
-        xp.to_numpy(net.feedforward(xp.asarray(data.x(np.arange(i, min(i + batch, len(data)))))))
+        be.to_numpy(net.feedforward(be.asarray(data.x(np.arange(i, min(i + batch, len(data)))))))
         for i in range(0, len(data), batch)])
 
 
