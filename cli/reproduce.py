@@ -144,11 +144,13 @@ def reproduce(row, list_rows, seeds, epochs, quick, only_members, compat, expand
             members.append(_run_member(spec, member_seed, run_dir, label, job,
                                        keep_outputs=spec.ensemble > 1))
         if only_members:
-            click.echo(f"seed {seed}: trained member{'s' if len(only_members) > 1 else ''} "
-                       f"{', '.join(map(str, sorted(set(only_members))))} of "
-                       f"{members_per_seed} in {time.perf_counter() - start:.1f} s; run the "
-                       f"command again without --member to vote once every member has "
-                       f"finished")
+            asked = sorted(set(only_members))
+            done = (f"member{'s' if len(asked) > 1 else ''} {', '.join(map(str, asked))} of "
+                    f"{members_per_seed}")
+            verb = (f"found {done} finished earlier" if all(m.get("loaded") for m in members)
+                    else f"trained {done} in {time.perf_counter() - start:.1f} s")
+            click.echo(f"seed {seed}: {verb}; run the command again without --member to vote "
+                       f"once every member has finished")
             continue
         if spec.ensemble > 1:
             from gpunn.ensemble import vote_accuracy
@@ -369,7 +371,7 @@ def _finished_member(run_dir, result, data, be, keep_outputs):
 
     model = run_dir / "model.npz"
     net = gpunn.load(model, backend=be) if model.exists() else None
-    member = {**result, "earlier_runs": True, "net": net}
+    member = {**result, "earlier_runs": True, "loaded": True, "net": net}
     recorded = run_dir / OUTPUTS_FILE
     digest = _test_set_digest(data.test) if keep_outputs else None
     if keep_outputs and recorded.exists() and result.get("test_set") == digest:

@@ -139,6 +139,8 @@ def test_ensemble_members_trained_apart_vote_as_one_run(data_dir, tmp_path):
     assert not (ck / "ch6-ensemble" / "seed-1-member-1").exists()
     first = run(*base, "--checkpoint-dir", ck, "--member", 1)
     assert first.exit_code == 0 and "trained member 1 of 2" in first.output, first.output
+    again = run(*base, "--checkpoint-dir", ck, "--member", 1)  # finished: loaded, not trained
+    assert "seed 1: found member 1 of 2 finished earlier; run the command again" in again.output
     vote = run(*base, "--checkpoint-dir", ck, "--metrics-json", tmp_path / "b.json")
     assert vote.output.count("not retrained") == 2, vote.output
     voted = json.loads(_metrics(vote, tmp_path / "b.json"))
