@@ -8,6 +8,7 @@ of memory (GPU or host); 130 interrupted by SIGINT (Ctrl-C); 143 stopped by SIGT
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import sys
@@ -244,8 +245,23 @@ def write_json(path, payload: dict) -> None:
     """Write a results file (``--metrics-json`` etc.) atomically, or a one-line UserError."""
     from gpunn.io import write_json_atomic
 
-    try:
+    with _writing(path):
         write_json_atomic(path, payload)
+
+
+def write_file(path, write) -> None:
+    """Write ``path`` all or nothing (``write(f)`` fills a binary file), or a one-line
+    UserError."""
+    from gpunn.io import write_atomic
+
+    with _writing(path):
+        write_atomic(path, write)
+
+
+@contextlib.contextmanager
+def _writing(path):
+    try:
+        yield
     except OSError as exc:
         raise UserError(f"could not write {path}: {exc.strerror or exc}") from exc
 

@@ -6,6 +6,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from gpunn.cli.main import (
     primary,
     select_backend,
     skipped_checkpoint_notes,
+    write_file,
     write_json,
 )
 from gpunn.cli.session import Session, check_outputs, checkpoint_options, plural, quiet_option
@@ -259,6 +261,20 @@ class MemberJob:
     on_nan: str
     quiet: bool
 
+    @cached_property
+    def test_set(self) -> str:
+        """A short fingerprint of the test set (images, scale and labels): recorded test
+        outputs are only used for the test set they were computed on."""
+        import hashlib
+
+        import numpy as np
+
+        split = self.data.test
+        digest = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
+        digest.update(repr(split.scale).encode())
+        digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
+
 
 def _run_member(spec, seed, run_dir, label, job: MemberJob, keep_outputs=False):
     """Train one network of the row with ``seed``, resuming from ``run_dir`` when it holds a
@@ -285,7 +301,7 @@ def _run_member(spec, seed, run_dir, label, job: MemberJob, keep_outputs=False):
                                 f"({_differences(result.get('settings'), settings)}); use "
                                 f"another --checkpoint-dir")
             click.echo(f"  {label}finished earlier ({run_dir}), not retrained", err=True)
-            return _finished_member(run_dir, result, data, be, keep_outputs)
+            return _finished_member(run_dir, result, job, keep_outputs)
         if latest_checkpoint(run_dir) is not None:
             resume = load_checkpoint(run_dir, backend=be)
             if resume[1].get("reproduce") != settings:
@@ -323,7 +339,7 @@ def _run_member(spec, seed, run_dir, label, job: MemberJob, keep_outputs=False):
         from gpunn.ensemble import outputs
 
         result["test_outputs"] = outputs(result["net"], data.test)
-        record["test_set"] = _test_set_digest(data.test)
+        record["test_set"] = job.test_set
     if run_dir is not None and primary():  # rank 0 writes; result.json last: it marks "done"
         gpunn.save(result["net"], run_dir / "model.npz")
         if keep_outputs:
@@ -335,32 +351,13 @@ def _run_member(spec, seed, run_dir, label, job: MemberJob, keep_outputs=False):
 OUTPUTS_FILE = "test-outputs.npy"
 
 
-def _test_set_digest(split) -> str:
-    """A short fingerprint of a test set (images, scale and labels): recorded test outputs are
-    only used for the test set they were computed on."""
-    import hashlib
-
-    import numpy as np
-
-    digest = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
-    digest.update(repr(split.scale).encode())
-    digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _write_outputs(run_dir, test_outputs) -> None:
     import numpy as np
 
-    from gpunn.io import write_atomic
-
-    try:
-        write_atomic(run_dir / OUTPUTS_FILE, lambda f: np.save(f, test_outputs))
-    except OSError as exc:
-        raise UserError(f"could not write {run_dir / OUTPUTS_FILE}: "
-                        f"{exc.strerror or exc}") from exc
+    write_file(run_dir / OUTPUTS_FILE, lambda f: np.save(f, test_outputs))
 
 
-def _finished_member(run_dir, result, data, be, keep_outputs):
+def _finished_member(run_dir, result, job: MemberJob, keep_outputs):
     """A finished run loaded from ``run_dir``: its network when model.npz is there, and for an
     ensemble member its test outputs, read from test-outputs.npy when they were recorded for
     this test set, else computed from model.npz and recorded (runs made before 2026-12-02)."""
@@ -370,11 +367,10 @@ def _finished_member(run_dir, result, data, be, keep_outputs):
     from gpunn.ensemble import outputs
 
     model = run_dir / "model.npz"
-    net = gpunn.load(model, backend=be) if model.exists() else None
+    net = gpunn.load(model, backend=job.backend) if model.exists() else None
     member = {**result, "earlier_runs": True, "loaded": True, "net": net}
     recorded = run_dir / OUTPUTS_FILE
-    digest = _test_set_digest(data.test) if keep_outputs else None
-    if keep_outputs and recorded.exists() and result.get("test_set") == digest:
+    if keep_outputs and recorded.exists() and result.get("test_set") == job.test_set:
         member["test_outputs"] = np.load(recorded)
     elif net is None:
         missing = ("" if not keep_outputs else
@@ -384,8 +380,8 @@ def _finished_member(run_dir, result, data, be, keep_outputs):
                         f"{missing}; copy the run's model.npz there, or use another "
                         f"--checkpoint-dir")
     elif keep_outputs:
-        member["test_outputs"] = outputs(net, data.test)
+        member["test_outputs"] = outputs(net, job.data.test)
         if primary():
             _write_outputs(run_dir, member["test_outputs"])
-            write_json(str(run_dir / "result.json"), {**result, "test_set": digest})
+            write_json(str(run_dir / "result.json"), {**result, "test_set": job.test_set})
     return member

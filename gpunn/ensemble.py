@@ -52,10 +52,13 @@ def outputs(net, data, batch: int = 2000) -> np.ndarray:
     from gpunn.network import as_split
 
     data = as_split(data)
-    be = net.backend
-    return np.concatenate([
-        be.to_numpy(net.feedforward(be.asarray(data.x(np.arange(i, min(i + batch, len(data)))))))
-        for i in range(0, len(data), batch)])
+    return np.concatenate([_activations(net, data.x(np.arange(i, min(i + batch, len(data)))))
+                           for i in range(0, len(data), batch)])
+
+
+def _activations(net, X) -> np.ndarray:
+    """``net``'s output activations for the inputs ``X``, as a NumPy array."""
+    return net.backend.to_numpy(net.feedforward(net.backend.asarray(X)))
 
 
 class Ensemble:
@@ -67,9 +70,7 @@ class Ensemble:
             raise ConfigError("an ensemble needs at least one network")
 
     def predict(self, X) -> np.ndarray:
-        outs = [net.backend.to_numpy(net.feedforward(net.backend.asarray(X)))
-                for net in self.nets]
-        return vote(outs)
+        return vote([_activations(net, X) for net in self.nets])
 
     def accuracy(self, data, batch: int = 2000) -> float:
         """Fraction of ``data`` (a Split or (X, y)) the vote gets right."""
