@@ -5,10 +5,10 @@
 Shapes: the book's network3 (mini-batch 10 and 64: 1->20 5x5 on 28x28, pool 2; 20->40 5x5 on
 12x12, pool 2), AlexNet-style layers (3x64x64 input, 64 5x5 filters, pool 3/2, ...), and the
 fused softmax-cross-entropy for N=64, K=10 and K=1000, and a fully connected layer's SGD update
-(weight_update) at the book's FC sizes. Conv rows give GFLOP/s and the fraction
-of a float32 sgemm ceiling measured on the forward product's own (M, K, N). BLAS, Numba and
-PyTorch all run on ``--threads`` threads. Writes the "Kernels (CPU)" section of RESULTS.md.
-GPU kernels are not timed here.
+(weight_update) and its product x Wᵀ (linear) at the book's FC sizes. Conv rows give GFLOP/s
+and the fraction of a float32 sgemm ceiling measured on the forward product's own (M, K, N).
+BLAS, Numba and PyTorch all run on ``--threads`` threads. Writes the "Kernels (CPU)" section
+of RESULTS.md. GPU kernels are not timed here.
 """
 
 from __future__ import annotations
@@ -251,6 +251,35 @@ def bench_weight_update(n_out, n_in, m, torch, repeat):
             f"{t_ref * 1e6:.0f}", _ratio(t_ours, t_ref)]
 
 
+# (m, n_in, n_out): x Wᵀ of the same FC layers at mini-batch 10 and 64, the softmax layer, and
+# one at mini-batch 100, past what the chooser measures
+LINEARS = [(10, 640, 1000), (10, 1000, 1000), (64, 1000, 1000), (10, 1000, 10), (100, 1000, 1000)]
+
+
+def bench_linear(m, n_in, n_out, torch, repeat):
+    """x Wᵀ: the kernel (the orientation it chose here), the reference ``x @ W.T``, the other
+    orientation and PyTorch's ``x @ W.T`` (what ``nn.Linear`` runs)."""
+    from gpunn.kernels.dense_numba import ORIENTATIONS, LinearNumba
+
+    rng = np.random.default_rng(0)
+    x = rng.random((m, n_in), dtype=np.float32)
+    w = rng.standard_normal((n_out, n_in)).astype(np.float32) * 0.01
+    ours = backend_module.select("cpu").kernel("linear")
+    ref = lookup("linear", "numpy")
+    other = LinearNumba(ORIENTATIONS[1])
+    chosen = ours.orientation_for(x, w)  # measured here, once, for the shapes it measures
+    fns = [lambda: ours(x, w), lambda: ref(x, w), lambda: other(x, w)]
+    if torch is not None:
+        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+        fns.append(lambda: tx @ tw.T)
+    times = paired_medians(fns, repeat * 10)
+    t_ours, t_ref, t_other = times[:3]
+    t_torch = times[3] if torch is not None else None
+    return [f"{m}x{n_in} @ {n_out}x{n_in}ᵀ", f"`{chosen}`", f"{t_ours * 1e6:.0f}",
+            "—" if t_torch is None else f"{t_torch * 1e6:.0f}", _ratio(t_ours, t_torch),
+            f"{t_ref * 1e6:.0f}", f"{t_other * 1e6:.0f}", _ratio(t_ours, t_ref)]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shapes")
@@ -287,6 +316,11 @@ def main(argv=None) -> None:
         update_rows.append(bench_weight_update(*shape, torch, repeat))
         print(" | ".join(update_rows[-1]), flush=True)
 
+    linear_rows = []
+    for shape in LINEARS[: 2 if args.quick else None]:
+        linear_rows.append(bench_linear(*shape, torch, repeat))
+        print(" | ".join(linear_rows[-1]), flush=True)
+
     peak = sgemm_gflops(1024, 1024, 1024, 3)
     load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     header = ["conv2d fwd+bwd (float32)", "gpunn ms", "torch ms", "gpunn/torch", "reference ms",
@@ -311,6 +345,9 @@ def main(argv=None) -> None:
         table(["weight_update W ← βW − ηδᵀx (float32)", "gpunn µs", "torch addmm_ µs",
                "gpunn/torch", "reference µs (gradient formed)", "gpunn/reference"],
               update_rows),
+        table(["linear x Wᵀ (float32)", "orientation chosen", "gpunn µs", "torch µs",
+               "gpunn/torch", "reference `x @ W.T` µs", "`(W @ x.T).T` µs",
+               "gpunn/reference"], linear_rows),
         "Targets (network3 conv fwd+bwd and fused softmax-xent fwd+bwd <= 1.0x PyTorch CPU):\n"
         + ("\n".join(met) if met else "- PyTorch not installed: not compared"),
         "Conv shapes slower than PyTorch, and what limits them (\"its 3 sgemm ms\" = the "

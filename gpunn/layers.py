@@ -139,7 +139,7 @@ class FullyConnected(Layer):
                 x = x * self._mask
             elif self.dropout_mode == "scale-at-eval":
                 x = x * x.dtype.type(keep)
-        z = x @ self.w.T
+        z = self._backend.kernel("linear")(x, self.w)  # x Wᵀ
         z += self.b
         self._x, self._z = x, z
         self._a = self.activation.fn(z) if activate else None

@@ -58,3 +58,8 @@ register("dense_sgd", "cupy", "gpunn.kernels.dense_cupy:DENSE_SGD")
 # CuPy runs the reference).
 register("weight_update", "numpy", "gpunn.kernels.dense:WEIGHT_UPDATE")
 register("weight_update", "numba", "gpunn.kernels.dense_numba:WEIGHT_UPDATE")
+
+# A fully connected layer's x Wᵀ: on the CPU the faster of two BLAS orientations, measured
+# per shape (no GPU twin: CuPy runs the reference).
+register("linear", "numpy", "gpunn.kernels.dense:LINEAR")
+register("linear", "numba", "gpunn.kernels.dense_numba:LINEAR")

@@ -150,3 +150,19 @@ class WeightUpdateReference:
 
 
 WEIGHT_UPDATE = WeightUpdateReference()
+
+
+class LinearReference:
+    """linear, the NumPy reference: a fully connected layer's product before its bias.
+
+    ``linear(x, w)`` is x Wᵀ (m, n_out) for x (m, n_in) and W (n_out, n_in), the book's
+    layout: plain ``xp`` matmul, so it runs on CuPy arrays too.
+    """
+
+    backend = "numpy"
+
+    def __call__(self, x, w):
+        return x @ w.T
+
+
+LINEAR = LinearReference()

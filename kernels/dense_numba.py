@@ -26,11 +26,15 @@ Each layer has its own activation (one code per layer), so a stack that mixes th
 as the layer-by-layer step does. Leaves out: dropout, step or softmax hidden layers, float64
 (the training loop keeps those on its layer-by-layer step). Same interface as
 :mod:`gpunn.kernels.dense`, which is its oracle.
+
+Also here, for that layer-by-layer step: ``weight_update`` (one layer's W ← βW − ηδᵀx as one
+sgemm) and ``linear`` (a layer's x Wᵀ in the faster of two BLAS orientations).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 
@@ -351,3 +355,69 @@ class WeightUpdateNumba:
 
 
 WEIGHT_UPDATE = WeightUpdateNumba()
+
+
+# ---------------------------------------------------------------------------------------------
+# x Wᵀ for a few rows and a wide W: OpenBLAS runs (x Wᵀ)ᵀ = W xᵀ several times faster than
+# x Wᵀ on some machines (one thread, m=10: 640-1000 0.62 vs 0.26 ms, 1000-1000 0.90 vs 0.49
+# ms) and slower on other shapes, so the orientation is measured per shape (kernels.choice).
+CHOOSE_ROWS = 64  # more rows than this: x Wᵀ as it is (the two run alike or it wins)
+CHOOSE_WEIGHTS = 1 << 16  # a smaller W costs microseconds either way: not worth a lookup
+ORIENTATIONS = ("x @ W.T", "(W @ x.T).T")
+
+
+def _linear_run(name, x, w):
+    if name == ORIENTATIONS[0]:
+        return x @ w.T
+    return np.ascontiguousarray((w @ x.T).T)  # C order, as the other gives
+
+
+class LinearNumba:
+    """linear on the CPU: x Wᵀ in whichever of two BLAS orientations runs faster here.
+
+    For a NumPy x of at most :data:`CHOOSE_ROWS` rows and a W of at least
+    :data:`CHOOSE_WEIGHTS` entries, ``x @ W.T`` and ``(W @ x.T).T`` are timed once per shape,
+    dtype and thread count (:func:`gpunn.kernels.choice.choose`, kept on disk) and the faster
+    runs from then on; any other call is ``x @ W.T``. ``orientation`` fixes one of
+    :data:`ORIENTATIONS` instead (tests, benchmarks). The result is C-ordered either way and
+    equals :class:`gpunn.kernels.dense.LinearReference`, its oracle, within float rounding
+    (BLAS sums in another order). Nothing here is Numba: it is the CPU's entry in the registry.
+    """
+
+    backend = "numba"
+
+    def __init__(self, orientation: str | None = None):
+        if orientation is not None and orientation not in ORIENTATIONS:
+            raise ConfigError(f"orientation must be one of {ORIENTATIONS} or None; received "
+                              f"{orientation!r}")
+        self.orientation = orientation
+        self._chosen: dict[tuple, str] = {}
+
+    def __call__(self, x, w):
+        if not (isinstance(x, np.ndarray) and isinstance(w, np.ndarray)) or x.ndim != 2:
+            return x @ w.T
+        return _linear_run(self.orientation_for(x, w), x, w)
+
+    def orientation_for(self, x, w) -> str:
+        """The orientation of :data:`ORIENTATIONS` a call with these NumPy arrays runs:
+        the fixed one, else the measured one (timing both first, where this shape has not
+        been measured)."""
+        m, (n_out, n_in) = x.shape[0], w.shape
+        if self.orientation is not None:
+            return self.orientation
+        if m > CHOOSE_ROWS or n_out * n_in < CHOOSE_WEIGHTS or x.dtype != w.dtype:
+            return ORIENTATIONS[0]
+        from gpunn.backend import num_threads
+
+        key = (m, n_in, n_out, x.dtype.str, num_threads())
+        name = self._chosen.get(key)
+        if name is None:
+            from gpunn.kernels import choice
+
+            label = f"linear {m}x{n_in} @ {n_out}x{n_in}.T {x.dtype} | {key[-1]} threads"
+            name = self._chosen[key] = choice.choose(
+                label, {o: functools.partial(_linear_run, o, x, w) for o in ORIENTATIONS})
+        return name
+
+
+LINEAR = LinearNumba()
