@@ -103,6 +103,18 @@ def chunks(request, monkeypatch):
     return request.param
 
 
+def laid_out(a: np.ndarray, how: str) -> np.ndarray:
+    """``a``'s values in C order ("c"), Fortran order ("f"), or as a strided view into a
+    larger array ("strided"): the memory layouts a kernel may be handed."""
+    if how == "c":
+        return np.ascontiguousarray(a)
+    if how == "f":
+        return np.asfortranarray(a)
+    wide = np.zeros((a.shape[0], 2 * a.shape[1]), a.dtype)
+    wide[:, ::2] = a
+    return wide[:, ::2]
+
+
 @pytest.fixture
 def oracle():
     """The helpers above, for test modules (conftest is not importable as a module)."""
@@ -111,5 +123,6 @@ def oracle():
         tolerance = staticmethod(tolerance)
         reference = staticmethod(reference)
         numerical_gradient = staticmethod(numerical_gradient)
+        laid_out = staticmethod(laid_out)
 
     return Oracle

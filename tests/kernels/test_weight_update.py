@@ -20,17 +20,6 @@ SHAPES = [(1, 1), (7, 13), (64, 100), (65, 3), (10, 1000)]  # (n_out, n_in)
 BATCHES = [1, 3, 10, 33]
 
 
-def _layout(a, how):
-    """``a`` as C order, Fortran order, or a strided view into a larger array."""
-    if how == "c":
-        return np.ascontiguousarray(a)
-    if how == "f":
-        return np.asfortranarray(a)
-    wide = np.zeros((a.shape[0], 2 * a.shape[1]), a.dtype)
-    wide[:, ::2] = a
-    return wide[:, ::2]
-
-
 def _operands(n_out, n_in, m, seed=0):
     r = np.random.default_rng(seed)
     w = r.standard_normal((n_out, n_in)).astype(np.float32)
@@ -43,10 +32,10 @@ def _operands(n_out, n_in, m, seed=0):
 @pytest.mark.parametrize("m", BATCHES)
 @pytest.mark.parametrize("beta", [1.0, 0.97])
 @pytest.mark.parametrize("layouts", list(itertools.product(["c", "f", "strided"], repeat=2)))
-def test_matches_the_reference(n_out, n_in, m, beta, layouts):
+def test_matches_the_reference(oracle, n_out, n_in, m, beta, layouts):
     w, delta, x = _operands(n_out, n_in, m)
     got, want = w.copy(), w.copy()
-    d, xs = _layout(delta, layouts[0]), _layout(x, layouts[1])
+    d, xs = oracle.laid_out(delta, layouts[0]), oracle.laid_out(x, layouts[1])
     assert WEIGHT_UPDATE.supports(got, d, xs)
     WEIGHT_UPDATE(got, d, xs, 0.3, beta)
     REFERENCE(want, delta, x, 0.3, beta)
