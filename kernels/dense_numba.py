@@ -358,9 +358,9 @@ WEIGHT_UPDATE = WeightUpdateNumba()
 
 
 # ---------------------------------------------------------------------------------------------
-# x Wᵀ for a few rows and a wide W: OpenBLAS runs (x Wᵀ)ᵀ = W xᵀ several times faster than
-# x Wᵀ on some machines (one thread, m=10: 640-1000 0.62 vs 0.26 ms, 1000-1000 0.90 vs 0.49
-# ms) and slower on other shapes, so the orientation is measured per shape (kernels.choice).
+# x Wᵀ for a few rows and a wide W: OpenBLAS can run (x Wᵀ)ᵀ = W xᵀ up to twice as fast as
+# x Wᵀ (one thread, m=10: 640-1000 0.33 vs 0.58 ms, 1000-1000 0.58 vs 0.92 ms; RESULTS.md)
+# and slower on other shapes, so the orientation is measured per shape (kernels.choice).
 CHOOSE_ROWS = 64  # more rows than this: x Wᵀ as it is (the two run alike or it wins)
 CHOOSE_WEIGHTS = 1 << 16  # a smaller W costs microseconds either way: not worth a lookup
 ORIENTATIONS = ("x @ W.T", "(W @ x.T).T")
@@ -394,17 +394,15 @@ class LinearNumba:
         self._chosen: dict[tuple, str] = {}
 
     def __call__(self, x, w):
-        if not (isinstance(x, np.ndarray) and isinstance(w, np.ndarray)) or x.ndim != 2:
-            return x @ w.T
         return _linear_run(self.orientation_for(x, w), x, w)
 
     def orientation_for(self, x, w) -> str:
-        """The orientation of :data:`ORIENTATIONS` a call with these NumPy arrays runs:
-        the fixed one, else the measured one (timing both first, where this shape has not
-        been measured)."""
-        m, (n_out, n_in) = x.shape[0], w.shape
+        """The orientation of :data:`ORIENTATIONS` a call with these NumPy arrays, x (m,
+        n_in) and W (n_out, n_in), runs: the fixed one, else the measured one (timing both
+        first, where this shape has not been measured)."""
         if self.orientation is not None:
             return self.orientation
+        m, (n_out, n_in) = x.shape[0], w.shape
         if m > CHOOSE_ROWS or n_out * n_in < CHOOSE_WEIGHTS or x.dtype != w.dtype:
             return ORIENTATIONS[0]
         from gpunn.backend import num_threads

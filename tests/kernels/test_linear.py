@@ -79,7 +79,7 @@ def test_the_choice_is_kept_on_disk_by_shape(store):
     assert "linear 3x640 @ 1000x640.T float32" in store.read_text()
 
 
-def test_mixed_dtypes_and_other_arrays_take_the_reference(store, oracle):
+def test_mixed_dtypes_run_x_wt_unmeasured(store, oracle):
     x, w = _operands(10, 1000, 640, np.float32)
     got = LinearNumba()(x.astype(np.float64), w)
     assert got.dtype == np.float64
