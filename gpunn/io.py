@@ -77,7 +77,6 @@ def write_atomic(path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _before_rename(part)
         os.replace(part, path)
     except OSError:
         with contextlib.suppress(OSError):
@@ -99,16 +98,6 @@ def write_json_atomic(path, payload) -> Path:
     """Write ``payload`` as indented JSON to ``path`` all or nothing (NumPy scalars allowed)."""
     text = json.dumps(payload, indent=2, default=_json_default) + "\n"
     return write_atomic(path, lambda f: f.write(text.encode()))
-
-
-def _before_rename(part: Path) -> None:
-    """A pause between writing and renaming, for the crash tests only
-    (``GPUNN_TEST_WRITE_DELAY`` seconds); does nothing otherwise."""
-    delay = os.environ.get("GPUNN_TEST_WRITE_DELAY")
-    if delay:
-        import time
-
-        time.sleep(float(delay))
 
 
 def _fsync_directory(directory: Path) -> None:

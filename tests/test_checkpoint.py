@@ -84,9 +84,19 @@ def test_a_directory_under_a_regular_file_is_a_checkpoint_error(tmp_path):
 
 
 WRITER = """
+import os
 import sys
+import time
 import gpunn
 from gpunn.checkpoint import save_checkpoint
+
+# Hold every write between fsync and rename, so that most kills land there.
+_replace = os.replace
+def slow_replace(src, dst):
+    time.sleep(0.03)
+    _replace(src, dst)
+os.replace = slow_replace
+
 net = gpunn.Network([6, 4, 3], seed=1, backend="cpu")
 epoch = 0
 while True:
@@ -98,14 +108,13 @@ while True:
 
 
 def test_sigkill_during_checkpoint_writes_always_leaves_a_loadable_one(tmp_path):
-    # GPUNN_TEST_WRITE_DELAY holds every write between fsync and rename, so most kills land
-    # with a part file written and not yet renamed; the rest land elsewhere in the loop.
-    env = dict(os.environ, GPUNN_TEST_WRITE_DELAY="0.03")
+    # The writer holds every write between fsync and rename, so most kills land with a part
+    # file written and not yet renamed; the rest land elsewhere in the loop.
     rng = np.random.default_rng(0)
     left_parts = 0
     for trial, delay in enumerate(rng.uniform(0.0, 0.12, 6)):
         directory = tmp_path / f"ck{trial}"
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(directory)], env=env,
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(directory)],
                                 stdout=subprocess.PIPE, text=True)
         first = int(proc.stdout.readline())
         time.sleep(delay)
