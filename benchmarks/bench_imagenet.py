@@ -66,7 +66,7 @@ def layer_times(arch, classes, batch, repeat, device):
     size = models.INPUT_SIZE[arch]
     X = net.backend.asarray(np.random.default_rng(0).standard_normal(
         (batch, 3, size, size), dtype=np.float32))
-    Y = net._targets(net.xp.asarray(np.arange(batch) % classes))
+    Y = net.targets(net.xp.asarray(np.arange(batch) % classes))
     fwd = {i: [] for i in range(len(net.layers))}
     bwd = {i: [] for i in range(len(net.layers))}
     sync = net.backend.synchronize

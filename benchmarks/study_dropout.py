@@ -29,11 +29,8 @@ NAMES = ("conv-pool 1", "conv-pool 2", "FC 1", "FC 2")
 
 def alive(net, probe) -> list[float]:
     """Share of each hidden layer's units positive for some example of ``probe``."""
-    a, out = net._input(probe), []
-    for layer in net.layers[:-1]:
-        a = layer.forward(a, False, net.rng)
-        out.append(float((a.reshape(len(a), -1).max(axis=0) > 0).mean()))
-    return out
+    return [float((a.reshape(len(a), -1).max(axis=0) > 0).mean())
+            for a in net.activations(probe)[:-1]]
 
 
 def start(data, seed, mode, images):

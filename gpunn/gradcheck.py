@@ -34,8 +34,8 @@ def _objective(net, X, Y, lmbda, l1, n, rng_state):
 
 def numerical_gradient(net, X, y, param, index, eps=1e-6, lmbda=0.0, l1=0.0, n=None):
     """Central difference of the regularised mean cost with respect to ``param[index]``."""
-    X = net._input(X)
-    Y = net._targets(y)
+    X = net.inputs(X)
+    Y = net.targets(y)
     n = n or X.shape[0]
     state = net.rng.state
     old = float(param[index])

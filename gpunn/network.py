@@ -161,7 +161,9 @@ class Network:
         return rows
 
     # -- forward and backward --------------------------------------------------------------
-    def _input(self, X):
+    def inputs(self, X):
+        """``X`` as the network takes it: an array (N, *input_shape) of its dtype on its
+        device, from (N, n_in), (N, *input_shape) or a single example."""
         backend_module.check_same_module(self.xp, X, where="Network")
         X = self.xp.asarray(X, dtype=self.dtype)
         if X.ndim == 1 or X.shape == self.input_shape:
@@ -176,10 +178,19 @@ class Network:
 
     def feedforward(self, X, train: bool = False):
         """Output activations (N, n_out) for inputs X of shape (N, n_in)."""
-        a = self._input(X)
+        a = self.inputs(X)
         for layer in self.layers:
             a = layer.forward(a, train, self.rng)
         return a
+
+    def activations(self, X, train: bool = False) -> list:
+        """Every layer's output for inputs X, first layer to last: a list of arrays (N, ...)
+        whose last is :meth:`feedforward`'s result (the book's ``activations`` without x)."""
+        a, out = self.inputs(X), []
+        for layer in self.layers:
+            a = layer.forward(a, train, self.rng)
+            out.append(a)
+        return out
 
     def targets(self, y):
         """One-hot rows for integer labels (N,), or y itself when already (N, n_out)."""
@@ -187,8 +198,6 @@ class Network:
         if y.ndim == 1:
             return self._eye[y]
         return y.astype(self.dtype, copy=False)
-
-    _targets = targets
 
     def train_batch(self, X, y, want_cost: bool = False, label_flag=None):
         """Forward then backward over one mini-batch: every layer's gradients (``nabla_w``,
@@ -230,7 +239,7 @@ class Network:
         ``(nabla_b, nabla_w)`` shaped like ``biases`` and ``weights`` (BP1–BP4, whole batch).
         Dropout, if set, is applied as in training.
         """
-        self.train_batch(self._input(X), y)
+        self.train_batch(self.inputs(X), y)
         layers = [layer for layer in self.layers if layer.param_groups()]
         return [layer.nabla_b for layer in layers], [layer.nabla_w for layer in layers]
 
@@ -259,7 +268,7 @@ class Network:
         v ← μv − η(...), w ← w + v (see :class:`gpunn.optim.SGD`)."""
         optimizer = SGD(eta, lmbda, n, l1, momentum)
         optimizer.velocities = self.velocities
-        self.train_batch(self._input(X), Y)
+        self.train_batch(self.inputs(X), Y)
         optimizer.step(self.layers, self.xp)
         self.velocities = optimizer.velocities
 

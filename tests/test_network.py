@@ -60,6 +60,27 @@ def test_feedforward_matches_the_books_per_example_loop():
         assert_matches(f"feedforward row {i}", out[i], a)
 
 
+def test_activations_are_every_layers_output_as_the_book_computes_them():
+    X, _ = _data()
+    net = Network([6, 5, 3, 4], backend="cpu", seed=3, dtype=np.float64)
+    layers = net.activations(X)
+    assert len(layers) == 3
+    a = X
+    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+        a = _sigmoid(a @ w.T + b)
+        assert_matches(f"activations[{k}]", layers[k], a)
+    assert_matches("activations[-1] vs feedforward", layers[-1], net.feedforward(X))
+
+
+def test_inputs_shapes_one_example_or_a_batch_and_refuses_the_wrong_size():
+    X, _ = _data(n=4, dtype=np.float32)
+    net = Network([6, 5, 4], backend="cpu", seed=3, dtype=np.float64)
+    assert net.inputs(X).shape == (4, 6) and net.inputs(X).dtype == np.float64
+    assert net.inputs(X[0]).shape == (1, 6)
+    with pytest.raises(ConfigError, match=r"expects X of shape \(N, 6\).*received X.shape=\(4, 5\)"):
+        net.inputs(X[:, :5])
+
+
 def test_matrix_backprop_equals_the_mean_of_the_books_per_example_backprop():
     X, y = _data()
     net = Network([6, 5, 3, 4], backend="cpu", seed=2, dtype=np.float64)
@@ -107,7 +128,7 @@ def test_update_mini_batch_descends_the_regularised_gradient(reg):
     net = Network([6, 5, 4], cost="cross-entropy", backend="cpu", seed=4, dtype=np.float64)
     before = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
     nabla_b, nabla_w = net.gradients(X, y, n=1000, **reg)
-    net.update_mini_batch(X, net._targets(y), eta=0.5, n=1000, **reg)
+    net.update_mini_batch(X, net.targets(y), eta=0.5, n=1000, **reg)
     for l in range(2):
         assert_matches(f"w[{l}]", net.weights[l], before[0][l] - 0.5 * nabla_w[l])
         assert_matches(f"b[{l}]", net.biases[l], before[1][l] - 0.5 * nabla_b[l])
@@ -127,7 +148,7 @@ def test_momentum_follows_v_mu_v_minus_eta_g():
         for l in range(2):
             v[l] = 0.9 * v[l] - 0.3 * gw[l]
             ref.layers[l].w = ref.layers[l].w + v[l]
-        net.update_mini_batch(X, net._targets(y), 0.3, lmbda=1.0, n=100, momentum=0.9)
+        net.update_mini_batch(X, net.targets(y), 0.3, lmbda=1.0, n=100, momentum=0.9)
     for l in range(2):
         assert_matches(f"w[{l}] with momentum", net.weights[l], ref.weights[l], rtol=1e-6)
 
