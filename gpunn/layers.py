@@ -54,6 +54,7 @@ class Layer:
     dropout = 0.0
     kind = "layer"
     w = b = None  # weights (decayed by L2/L1) and biases, for layers that have them
+    output_shape = None  # per example, e.g. (20, 12, 12); the network sets it when it builds
 
     def build(self, input_shape, backend, rng, init="default", dtype=np.float32):
         raise NotImplementedError

@@ -113,7 +113,6 @@ def build(arch: str, classes: int = 1000, lrn: bool = False, size: int | None = 
     net = Network(layers(arch, classes, lrn, size), cost="log-likelihood",
                   input_shape=(3, size, size), seed=seed, backend=backend)
     ksh_init(net)
-    net.arch = arch
     return net
 
 

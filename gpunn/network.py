@@ -58,6 +58,8 @@ class Network:
         self.cost = costs.get(cost)
         self.init = init
         self.seed = seed
+        # how the network was trained, as recorded in the file it was loaded from ({} if new)
+        self.training = {}
         if (sizes is None) == (layers is None):
             raise ConfigError("give a Network either sizes (e.g. [784, 30, 10]) or layers")
         layers = list(sizes if layers is None else layers)
