@@ -25,16 +25,25 @@ from common import table, torch_epoch_seconds, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = [([784, 30, 10], 10), ([784, 30, 10], 100), ([784, 100, 10], 10),
-           ([784, 100, 10], 100)]
+           ([784, 100, 10], 100), ([784, 1000, 10], 10)]
+WIDE = ([784, 1000, 10], 10)  # its first layer's x Wᵀ is measured in both orientations
 TARGETS = {((784, 30, 10), 10): 0.15, ((784, 30, 10), 100): 0.08}
 
 
-def gpunn_epoch_times(train, sizes, mb, repeat, device):
+def gpunn_epoch_times(train, sizes, mb, repeat, device, orientation=None):
+    """Seconds of each of ``repeat`` epochs; ``orientation`` fixes the fused kernel's forward
+    product (one of dense_numba.ORIENTATIONS) instead of the measured choice."""
     import gpunn
+    from gpunn.kernels import dense_numba
 
-    net = gpunn.Network(sizes, seed=1, backend=device)
-    net.sgd(train, 1, mb, 3.0)  # warm-up: JIT compilation, caches
-    return [net.sgd(train, 1, mb, 3.0)[0]["seconds"] for _ in range(repeat)]
+    kernel, fixed = dense_numba.DENSE_SGD, dense_numba.DENSE_SGD.orientation
+    kernel.orientation = orientation
+    try:
+        net = gpunn.Network(sizes, seed=1, backend=device)
+        net.sgd(train, 1, mb, 3.0)  # warm-up: JIT compilation, caches
+        return [net.sgd(train, 1, mb, 3.0)[0]["seconds"] for _ in range(repeat)]
+    finally:
+        kernel.orientation = fixed
 
 
 def torch_epoch_times(train, sizes, mb, repeat, device):
@@ -133,6 +142,25 @@ def main():
         print(f"peak RSS of `gpunn train --epochs 1`: {rss:.0f} MB", flush=True)
         body += (f"\n\nPeak RSS of `gpunn train --epochs 1` (whole process, /usr/bin/time): "
                  f"{rss:.0f} MB (target ≤ 250 MB: {'met' if rss <= 250 else 'NOT met'}).")
+    if args.device == "cpu":
+        from gpunn.kernels.dense_numba import ORIENTATIONS
+
+        sizes, mb = WIDE
+        name = "-".join(map(str, sizes))
+        variants = (None, *ORIENTATIONS)  # None: the orientation linear measures per layer
+        times = {o: [] for o in variants}
+        for _ in range(args.repeat):  # alternating, so a change in the machine hits each
+            for o in variants:
+                times[o] += gpunn_epoch_times(data.train, sizes, mb, 1, "cpu", o)
+        chosen, first, flipped = (statistics.median(times[o]) for o in variants)
+        print(f"{name} at mini-batch {mb}: measured choice {chosen:.3f} s, {ORIENTATIONS[0]} "
+              f"{first:.3f} s, {ORIENTATIONS[1]} {flipped:.3f} s", flush=True)
+        body += (f"\n\nThe fused kernel's forward product for {name} at mini-batch {mb} "
+                 f"(medians of {args.repeat} epochs, the three alternating): the orientation "
+                 f"`linear` measured for each layer's shape {chosen:.3f} s/epoch; "
+                 f"`{ORIENTATIONS[0]}` on every layer {first:.3f} s/epoch; "
+                 f"`{ORIENTATIONS[1]}` on every layer {flipped:.3f} s/epoch. Measured against "
+                 f"`{ORIENTATIONS[0]}` alone: {chosen / first:.2f}x.")
     write_section(f"Fully connected network ({args.device})", body)
 
     if args.accuracy:

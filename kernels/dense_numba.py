@@ -45,9 +45,10 @@ from gpunn.errors import ConfigError
 from gpunn.kernels.dense import check_stack, check_update
 
 # Activation and cost codes passed to the kernel.
-SIGMOID, TANH, RELU, LINEAR, SOFTMAX = 0, 1, 2, 3, 4
+# IDENTITY is the "linear" activation: LINEAR names the registry's linear op (below).
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
 QUADRATIC, CROSS_ENTROPY, LOG_LIKELIHOOD = 0, 1, 2
-_ACTIVATIONS = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "linear": LINEAR}
+_ACTIVATIONS = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "linear": IDENTITY}
 _CODES = {**_ACTIVATIONS, "softmax": SOFTMAX}
 _COSTS = {"quadratic": QUADRATIC, "cross-entropy": CROSS_ENTROPY,
           "log-likelihood": LOG_LIKELIHOOD}
@@ -129,14 +130,24 @@ def _sign(w):
 
 
 @njit(cache=True)
-def _forward(x, w, b, a, m, code):
-    """a (m, n_out) = σ(x (m, n_in) Wᵀ + b) in the flat buffer ``a``; ``x`` is a pointer."""
+def _forward(x, w, b, a, m, code, flip, t):
+    """a (m, n_out) = σ(x (m, n_in) Wᵀ + b) in the flat buffer ``a``; ``x`` is a pointer.
+
+    With ``flip``, x Wᵀ is formed as (W xᵀ)ᵀ (``linear``'s second orientation) in the flat
+    scratch ``t`` (n_out, m) and transposed into ``a``."""
     n_out, n_in = w.shape
-    rows = _ROWS if n_out < _WIDE else m
-    for r in range(0, m, rows):
-        _sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS, min(rows, m - r), n_out, n_in, np.float32(1.0),
-               x + r * n_in * _F32, n_in, _ptr(w), n_in, np.float32(0.0),
-               _ptr(a) + r * n_out * _F32, n_out)
+    if flip:
+        _sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS, n_out, m, n_in, np.float32(1.0), _ptr(w), n_in,
+               x, n_in, np.float32(0.0), _ptr(t), m)
+        for i in range(m):
+            for j in range(n_out):
+                a[i * n_out + j] = t[j * m + i]
+    else:
+        rows = _ROWS if n_out < _WIDE else m
+        for r in range(0, m, rows):
+            _sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS, min(rows, m - r), n_out, n_in,
+                   np.float32(1.0), x + r * n_in * _F32, n_in, _ptr(w), n_in, np.float32(0.0),
+                   _ptr(a) + r * n_out * _F32, n_out)
     for i in range(m):
         row = a[i * n_out:(i + 1) * n_out]
         if code == SOFTMAX:  # subtract the row's maximum so exp cannot overflow
@@ -202,11 +213,12 @@ def _update(w, b, vw, vb, delta, x, m, eta, lmbda, l1, n, momentum):
 
 @njit(cache=True)
 def _sgd_chunk(X, Y, weights, biases, vel_w, vel_b, acts, deltas, mini_batch_size,
-               eta, lmbda, l1, n, momentum, codes, cost):
+               eta, lmbda, l1, n, momentum, codes, cost, flips):
     """Every mini-batch of X (c, n_in) / Y (c, n_out), in order; see the module docstring.
 
     acts[li] and deltas[li] are flat scratch of at least mini_batch_size * n_out(li) floats;
-    codes[li] is layer li's activation.
+    codes[li] is layer li's activation; flips[li] 1 where its x Wᵀ runs as (W xᵀ)ᵀ, formed
+    in deltas[li] (free until backward reaches the layer).
     """
     depth = len(weights)  # layer li maps the activations of li - 1 (x for li = 0) to acts[li]
     for k in range(0, X.shape[0], mini_batch_size):
@@ -214,7 +226,7 @@ def _sgd_chunk(X, Y, weights, biases, vel_w, vel_b, acts, deltas, mini_batch_siz
         x, y = _ptr(X) + k * X.shape[1] * _F32, Y[k:k + m]
         for li in range(depth):
             _forward(x if li == 0 else _ptr(acts[li - 1]), weights[li], biases[li], acts[li], m,
-                     codes[li])
+                     codes[li], flips[li], deltas[li])
         # δ^L, transposed: a − y, times σ'(z) for the quadratic cost (BP1)
         a, d, output = acts[depth - 1], deltas[depth - 1], codes[depth - 1]
         n_out = y.shape[1]
@@ -238,6 +250,22 @@ def _sgd_chunk(X, Y, weights, biases, vel_w, vel_b, acts, deltas, mini_batch_siz
 
 
 # ---------------------------------------------------------------------------------------------
+# x Wᵀ for a few rows and a wide W: OpenBLAS can run (x Wᵀ)ᵀ = W xᵀ up to twice as fast as
+# x Wᵀ (one thread, m=10: 640-1000 0.33 vs 0.58 ms, 1000-1000 0.58 vs 0.92 ms; RESULTS.md)
+# and slower on other shapes, so the orientation is measured per shape (kernels.choice).
+CHOOSE_ROWS = 64  # more rows than this: x Wᵀ as it is (the two run alike or it wins)
+CHOOSE_WEIGHTS = 1 << 16  # a smaller W costs microseconds either way: not worth a lookup
+ORIENTATIONS = ("x @ W.T", "(W @ x.T).T")
+
+
+def _check_orientation(orientation):
+    if orientation is not None and orientation not in ORIENTATIONS:
+        raise ConfigError(f"orientation must be one of {ORIENTATIONS} or None; received "
+                          f"{orientation!r}")
+    return orientation
+
+
+# ---------------------------------------------------------------------------------------------
 class _State:
     """What :meth:`DenseSGDNumba.run` needs, built once per training run."""
 
@@ -252,6 +280,7 @@ class _State:
         self.cost = _COSTS[cost]
         self.capacity = 0
         self.acts = self.deltas = None
+        self.flips = {}  # mini-batch size -> per layer, 1 where x Wᵀ runs as (W xᵀ)ᵀ
 
     def scratch(self, mini_batch_size):
         if mini_batch_size > self.capacity:
@@ -264,9 +293,18 @@ class _State:
 
 
 class DenseSGDNumba:
-    """Whole-chunk SGD for float32 fully connected stacks, one compiled call per chunk."""
+    """Whole-chunk SGD for float32 fully connected stacks, one compiled call per chunk.
+
+    Each layer's x Wᵀ runs in the orientation ``linear`` measured for its shape at this
+    mini-batch size (:meth:`LinearNumba.orientation_for`; 784-1000-10 at m=10 trains an
+    epoch in 3.02 s so, 4.07 s with x Wᵀ throughout: one thread, RESULTS.md); ``orientation`` fixes one of :data:`ORIENTATIONS` for every layer
+    instead (tests, benchmarks).
+    """
 
     backend = "numba"
+
+    def __init__(self, orientation: str | None = None):
+        self.orientation = _check_orientation(orientation)
 
     def supports(self, weights, biases, activations, cost) -> bool:
         """True when this kernel can train the stack; otherwise use the layer-by-layer step."""
@@ -303,11 +341,23 @@ class DenseSGDNumba:
         if momentum and state.vel_w is state.weights:
             raise ConfigError("dense_sgd with momentum needs vel_w and vel_b in prepare(...)")
         acts, deltas = state.scratch(int(mini_batch_size))
+        flips = self.flips(state, int(mini_batch_size))
         _sgd_chunk(np.ascontiguousarray(Xc, dtype=np.float32),
                    np.ascontiguousarray(Yc, dtype=np.float32),
                    state.weights, state.biases, state.vel_w, state.vel_b, acts, deltas,
                    int(mini_batch_size), float(eta), float(lmbda), float(l1), float(n),
-                   float(momentum), state.codes, state.cost)
+                   float(momentum), state.codes, state.cost, flips)
+
+    def flips(self, state, mini_batch_size: int) -> np.ndarray:
+        """Per layer of ``state``, 1 where its x Wᵀ runs as (W xᵀ)ᵀ at this mini-batch size
+        (measured once per shape by ``linear``, or the fixed ``orientation``)."""
+        flips = state.flips.get(mini_batch_size)
+        if flips is None:
+            linear = LINEAR if self.orientation is None else LinearNumba(self.orientation)
+            flips = state.flips[mini_batch_size] = np.array(
+                [linear.orientation_for(np.zeros((mini_batch_size, w.shape[1]), np.float32), w)
+                 == ORIENTATIONS[1] for w in state.weights], dtype=np.int64)
+        return flips
 
 
 DENSE_SGD = DenseSGDNumba()
@@ -358,14 +408,6 @@ WEIGHT_UPDATE = WeightUpdateNumba()
 
 
 # ---------------------------------------------------------------------------------------------
-# x Wᵀ for a few rows and a wide W: OpenBLAS can run (x Wᵀ)ᵀ = W xᵀ up to twice as fast as
-# x Wᵀ (one thread, m=10: 640-1000 0.33 vs 0.58 ms, 1000-1000 0.58 vs 0.92 ms; RESULTS.md)
-# and slower on other shapes, so the orientation is measured per shape (kernels.choice).
-CHOOSE_ROWS = 64  # more rows than this: x Wᵀ as it is (the two run alike or it wins)
-CHOOSE_WEIGHTS = 1 << 16  # a smaller W costs microseconds either way: not worth a lookup
-ORIENTATIONS = ("x @ W.T", "(W @ x.T).T")
-
-
 def _linear_run(name, x, w):
     if name == ORIENTATIONS[0]:
         return x @ w.T
@@ -387,10 +429,7 @@ class LinearNumba:
     backend = "numba"
 
     def __init__(self, orientation: str | None = None):
-        if orientation is not None and orientation not in ORIENTATIONS:
-            raise ConfigError(f"orientation must be one of {ORIENTATIONS} or None; received "
-                              f"{orientation!r}")
-        self.orientation = orientation
+        self.orientation = _check_orientation(orientation)
         self._chosen: dict[tuple, str] = {}
 
     def __call__(self, x, w):

@@ -91,6 +91,16 @@ def layout(request):
         k.layout = was
 
 
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """kernels.choice keeps its measurements in a fresh file under tmp_path (returned)."""
+    from gpunn.kernels import choice
+
+    monkeypatch.setattr(choice, "_path", lambda: tmp_path / choice.FILE_NAME)
+    monkeypatch.setattr(choice, "_MEMORY", {})
+    return tmp_path / choice.FILE_NAME
+
+
 @pytest.fixture(params=["whole-batch", "per-example"])
 def chunks(request, monkeypatch):
     """Run the CPU conv kernels on the batch at once, and in chunks of one example (the

@@ -11,13 +11,6 @@ import pytest
 from gpunn.kernels import choice
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(choice, "_path", lambda: tmp_path / choice.FILE_NAME)
-    monkeypatch.setattr(choice, "_MEMORY", {})
-    return tmp_path / choice.FILE_NAME
-
-
 def _candidates(calls):
     def slow():
         calls.append("slow")

@@ -1,5 +1,6 @@
 """dense_sgd (Numba) against its oracle, the NumPy reference on the same arrays, over every
-hidden activation in every position, every output and cost, and every regulariser."""
+hidden activation in every position, every output and cost, every regulariser, and both
+orientations of the forward product (narrow and wide layers)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from gpunn.errors import ConfigError
 from gpunn.kernels.dense import DENSE_SGD as REFERENCE
-from gpunn.kernels.dense_numba import DENSE_SGD, _bind_sgemm
+from gpunn.kernels import choice, dense_numba
+from gpunn.kernels.dense_numba import DENSE_SGD, ORIENTATIONS, DenseSGDNumba, _bind_sgemm
 from gpunn.testing import assert_matches
 
 pytestmark = pytest.mark.skipif(not _bind_sgemm(),
@@ -82,6 +84,77 @@ def test_matches_the_reference(first, second, cost, output, regularisation):
         assert_matches(f"dense_sgd b[{i}]", biases[i], ref_b[i])
         if momentum:
             assert_matches(f"dense_sgd velocity w[{i}]", vel[0][i], ref_vel[0][i])
+
+
+def _train_both(kernel, sizes, activations, cost, mini_batch_size, eta=0.5, chunks=2,
+                regularisation=(0.0, 0.0, 0.0)):
+    """Train copies of one stack with ``kernel`` and the reference; both (weights, biases)."""
+    lmbda, l1, momentum = regularisation
+    weights, biases = _arrays(sizes)
+    ref_w, ref_b = _copy(weights), _copy(biases)
+    vel = [np.zeros_like(w) for w in weights], [np.zeros_like(b) for b in biases]
+    ref_vel = _copy(vel[0]), _copy(vel[1])
+    state = kernel.prepare(weights, biases, activations, cost, *vel)
+    ref_state = REFERENCE.prepare(ref_w, ref_b, activations, cost, *ref_vel)
+    for seed in range(chunks):
+        X, Y = _chunk(seed, sizes[0], sizes[-1])
+        REFERENCE.run(ref_state, X, Y, mini_batch_size, eta, lmbda, l1, N, momentum)
+        kernel.run(state, X, Y, mini_batch_size, eta, lmbda, l1, N, momentum)
+    return (weights, biases), (ref_w, ref_b)
+
+
+# (W xᵀ)ᵀ forced on every layer, small ones included, across the same cross product
+@pytest.mark.parametrize("cost, output", OUTPUTS)
+@pytest.mark.parametrize("first, second", list(itertools.product(HIDDEN, HIDDEN)))
+def test_the_flipped_forward_matches_the_reference(first, second, cost, output):
+    activations = [first, second, output]
+    eta = 0.02 if "linear" in activations else 0.5
+    (w, b), (ref_w, ref_b) = _train_both(DenseSGDNumba(ORIENTATIONS[1]), SIZES, activations,
+                                         cost, MINI_BATCH, eta, regularisation=(5.0, 3.0, 0.5))
+    for i in range(3):
+        assert_matches(f"dense_sgd flipped w[{i}]", w[i], ref_w[i])
+        assert_matches(f"dense_sgd flipped b[{i}]", b[i], ref_b[i])
+
+
+# wide layers (n_out >= 64: one sgemm over all rows), a W large enough for linear to measure,
+# a partial last mini-batch (40 = 3 * 12 + 4) and the largest measured mini-batch
+@pytest.mark.parametrize("orientation", [*ORIENTATIONS, None])
+@pytest.mark.parametrize("mini_batch_size", [1, 12, 40])
+@pytest.mark.parametrize("sizes, activations, cost", [
+    ([300, 256, 70, 10], ["relu", "tanh", "softmax"], "log-likelihood"),
+    ([65, 1100, 10], ["sigmoid", "sigmoid"], "cross-entropy"),
+])
+def test_wide_layers_match_the_reference_in_each_orientation(store, orientation,
+                                                            mini_batch_size, sizes,
+                                                            activations, cost):
+    (w, b), (ref_w, ref_b) = _train_both(DenseSGDNumba(orientation), sizes, activations, cost,
+                                         mini_batch_size, eta=0.1)
+    for i in range(len(w)):
+        assert_matches(f"dense_sgd {orientation} w[{i}]", w[i], ref_w[i])
+        assert_matches(f"dense_sgd {orientation} b[{i}]", b[i], ref_b[i])
+
+
+def test_the_orientation_is_linears_measured_choice_per_layer(store, monkeypatch):
+    keys = []
+
+    def choose(key, candidates, repeat=3):
+        keys.append(key)
+        return ORIENTATIONS[1]
+
+    monkeypatch.setattr(choice, "choose", choose)
+    monkeypatch.setattr(dense_numba, "LINEAR", dense_numba.LinearNumba())
+    kernel = DenseSGDNumba()
+    weights, biases = _arrays([300, 256, 70, 10])  # only 300-256 has 2^16 weights or more
+    state = kernel.prepare(weights, biases, ["relu", "relu", "softmax"], "log-likelihood")
+    assert kernel.flips(state, 10).tolist() == [1, 0, 0]
+    assert kernel.flips(state, 10).tolist() == [1, 0, 0]
+    assert kernel.flips(state, 65).tolist() == [0, 0, 0]  # more rows than linear measures
+    assert len(keys) == 1 and keys[0].startswith("linear 10x300 @ 256x300.T float32")
+
+
+def test_an_unknown_orientation_is_refused():
+    with pytest.raises(ConfigError, match=r"orientation must be one of .* received 'NT'"):
+        DenseSGDNumba("NT")
 
 
 def test_single_layer_and_full_mini_batch():

@@ -18,13 +18,6 @@ SHAPES = [(1, 1), (7, 13), (300, 256), (1000, 640)]  # (n_out, n_in); the last t
 ROWS = [1, 3, 10, 64, 65]
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(choice, "_path", lambda: tmp_path / choice.FILE_NAME)
-    monkeypatch.setattr(choice, "_MEMORY", {})
-    return tmp_path / choice.FILE_NAME
-
-
 def _operands(m, n_out, n_in, dtype, seed=0):
     r = np.random.default_rng(seed)
     return (r.standard_normal((m, n_in)).astype(dtype),
