@@ -117,7 +117,7 @@ def test_the_flipped_forward_matches_the_reference(first, second, cost, output):
 
 
 # wide layers (n_out >= 64: one sgemm over all rows), a W large enough for linear to measure,
-# a partial last mini-batch (40 = 3 * 12 + 4) and the largest measured mini-batch
+# and mini-batches of 1, of 12 (the chunk's last partial: 40 = 3 * 12 + 4) and of the chunk
 @pytest.mark.parametrize("orientation", [*ORIENTATIONS, None])
 @pytest.mark.parametrize("mini_batch_size", [1, 12, 40])
 @pytest.mark.parametrize("sizes, activations, cost", [
