@@ -417,8 +417,8 @@ def predict(model, images, device, threads, plot_path, all_layers):
         raise UserError(f"{model} expects {net.n_in} inputs; predict needs a network "
                         f"with 784 inputs (28x28 images)")
     X = np.stack([load_digit(path) for path in images])
-    layers = [net.backend.to_numpy(a) for a in net.activations(net.backend.asarray(X))]
-    out = layers[-1]
+    layers = net.activations(net.backend.asarray(X))
+    out = net.backend.to_numpy(layers[-1])
     for path, a in zip(images, out):
         acts = "  ".join(f"{k}:{v:.3f}" for k, v in enumerate(a))
         click.echo(f"{path}: {int(a.argmax())}   [{acts}]")
@@ -426,7 +426,7 @@ def predict(model, images, device, threads, plot_path, all_layers):
         from gpunn import plots
         from gpunn.layers import FullyConnected
 
-        hidden = [a[0] for layer, a in zip(net.layers[:-1], layers[:-1])
+        hidden = [net.backend.to_numpy(a[0]) for layer, a in zip(net.layers[:-1], layers[:-1])
                   if all_layers and isinstance(layer, FullyConnected)]
         written = plots.prediction(X[0], hidden + [out[0]], plot_path, title=images[0])
         click.echo(f"wrote {written}")

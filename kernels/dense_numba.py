@@ -296,9 +296,10 @@ class DenseSGDNumba:
     """Whole-chunk SGD for float32 fully connected stacks, one compiled call per chunk.
 
     Each layer's x Wᵀ runs in the orientation ``linear`` measured for its shape at this
-    mini-batch size (:meth:`LinearNumba.orientation_for`; 784-1000-10 at m=10 trains an
-    epoch in 3.02 s so, 4.07 s with x Wᵀ throughout: one thread, RESULTS.md); ``orientation`` fixes one of :data:`ORIENTATIONS` for every layer
-    instead (tests, benchmarks).
+    mini-batch size (:meth:`LinearNumba.orientation_for`): 784-1000-10 at m=10 trains an
+    epoch in 3.02 s that way and in 4.07 s with x Wᵀ throughout (one thread, RESULTS.md).
+    ``orientation`` fixes one of :data:`ORIENTATIONS` for every layer instead (tests,
+    benchmarks).
     """
 
     backend = "numba"

@@ -77,7 +77,8 @@ def test_inputs_shapes_one_example_or_a_batch_and_refuses_the_wrong_size():
     net = Network([6, 5, 4], backend="cpu", seed=3, dtype=np.float64)
     assert net.inputs(X).shape == (4, 6) and net.inputs(X).dtype == np.float64
     assert net.inputs(X[0]).shape == (1, 6)
-    with pytest.raises(ConfigError, match=r"expects X of shape \(N, 6\).*received X.shape=\(4, 5\)"):
+    with pytest.raises(ConfigError,
+                       match=r"expects X of shape \(N, 6\).*received X.shape=\(4, 5\)"):
         net.inputs(X[:, :5])
 
 

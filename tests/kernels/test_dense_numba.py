@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from gpunn.errors import ConfigError
-from gpunn.kernels.dense import DENSE_SGD as REFERENCE
 from gpunn.kernels import choice, dense_numba
+from gpunn.kernels.dense import DENSE_SGD as REFERENCE
 from gpunn.kernels.dense_numba import DENSE_SGD, ORIENTATIONS, DenseSGDNumba, _bind_sgemm
 from gpunn.testing import assert_matches
 
